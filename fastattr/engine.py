@@ -1,0 +1,164 @@
+"""The engine: the only code that calls the model. Evaluates f_c and its input gradient for packed
+chunks of points (images x path points), one forward+backward per chunk."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+OUTPUTS = ("probability", "logit")
+
+# Chunk sizes measured per device (bench/batch_size.py): on the 2-core CPU, EfficientNet-Lite0 at
+# 224x224 costs less per image at batch 8 than at 4, 16 or 50 (cache-resident activations); on a
+# GPU larger chunks fill the device.
+DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Chunk size (points per forward+backward) for `device` when the caller gives none."""
+    return DEFAULT_BATCH.get(device.type, 16)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a parameter-free model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+# One compiled callable shared by all models: dynamo guards on the module it receives, so each
+# model gets its own graph without this module holding a strong reference to any model.
+_compiled_call = None
+
+
+def _compiled() -> callable:
+    global _compiled_call
+    if _compiled_call is None:
+        _compiled_call = torch.compile(_call_model, dynamic=False)
+    return _compiled_call
+
+
+def select_output(logits: torch.Tensor, targets: torch.Tensor, output: str) -> torch.Tensor:
+    """f_c per row: softmax probability or logit of class targets[i]. logits (B, K) -> (B,)."""
+    if output == "probability":
+        logits = logits.softmax(dim=-1)
+    return logits.gather(1, targets[:, None]).squeeze(1)
+
+
+class Engine:
+    """Evaluates f_c(x) and d f_c / dx for chunks of at most `batch_size` points of one model."""
+
+    def __init__(self, model: nn.Module, *, output: str = "probability", batch_size: int | None = None,
+                 compile: bool = False, backward: str = "standard", progress=None):
+        self.model = model
+        self.output = output
+        self.device = model_device(model)
+        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
+        self.compile = compile
+        # A compiled model sees one shape only if the last chunk is padded; eager gains nothing
+        # from padding (no shape specialisation), so it would be pure waste there.
+        self.pad = compile
+        self.backward = backward
+        self.progress = progress  # a tqdm-like object with .update(n), or None
+        self.grad_evals = 0  # real (unpadded) points that got a forward+backward
+        self.forward_evals = 0  # real points that got a forward only
+        self._depth = 0
+        self._saved_flags: list[tuple[nn.Parameter, bool]] = []
+        self._backward_ctx = None
+
+    # -- model call -------------------------------------------------------------------------
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = _compiled()(self.model, x) if self.compile else self.model(x)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model: output must be a (N, K) tensor of class scores, got {shape}")
+        return out
+
+    def _padded(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        if not self.pad or n == self.batch_size:
+            return x, targets
+        extra = self.batch_size - n
+        x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
+        targets = torch.cat([targets, targets[-1:].expand(extra)])
+        return x, targets
+
+    # -- session: parameters frozen, backward mode installed ---------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator["Engine"]:
+        """Parameters' requires_grad off (no parameter gradients) and the backward mode active;
+        both restored on exit, also on error. Re-entrant."""
+        if self._depth == 0:
+            from fastattr.backward import backward_context
+
+            self._saved_flags = [(p, p.requires_grad) for p in self.model.parameters()]
+            for p, _ in self._saved_flags:
+                p.requires_grad_(False)
+            self._backward_ctx = backward_context(self.backward, self.model)
+            try:
+                self._backward_ctx.__enter__()
+            except BaseException:
+                self._restore_flags()
+                raise
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                try:
+                    self._backward_ctx.__exit__(None, None, None)
+                finally:
+                    self._backward_ctx = None
+                    self._restore_flags()
+
+    def _restore_flags(self) -> None:
+        for p, flag in self._saved_flags:
+            p.requires_grad_(flag)
+        self._saved_flags = []
+
+    # -- evaluation --------------------------------------------------------------------------
+    def chunks(self, total: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) of consecutive chunks of at most batch_size points covering range(total)."""
+        for start in range(0, total, self.batch_size):
+            yield start, min(start + self.batch_size, total)
+
+    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_c and its gradient for one chunk. x (B, C, H, W) with B <= batch_size, targets (B,)
+        -> (y (B,) float32, g (B, C, H, W)). One forward+backward; no parameter gradients."""
+        n = x.shape[0]
+        if n > self.batch_size:
+            raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
+        with self.session():
+            xp, tp = self._padded(x.detach(), targets)
+            xp = xp.clone().requires_grad_(True)
+            with torch.enable_grad():
+                y = select_output(self._logits(xp), tp, self.output)
+                (g,) = torch.autograd.grad(y.sum(), xp)
+        self.grad_evals += n
+        if self.progress is not None:
+            self.progress.update(n)
+        return y[:n].detach().float(), g[:n]
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Model scores for any number of points, chunked, no graph. x (P, C, H, W) -> (P, K)."""
+        outs = []
+        with self.session():
+            for s, e in self.chunks(x.shape[0]):
+                xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device))
+                outs.append(self._logits(xc)[: e - s].float())
+        self.forward_evals += x.shape[0]
+        return torch.cat(outs)
+
+    def value(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """f_c at any number of points, forward only. x (P, C, H, W), targets (P,) -> (P,)."""
+        return select_output(self.logits(x), targets, self.output)

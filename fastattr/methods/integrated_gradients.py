@@ -1,0 +1,81 @@
+"""Integrated Gradients on the straight path b + a (x - b), Riemann rules or IDGI (SPEC.md)."""
+from __future__ import annotations
+
+import torch
+
+from fastattr.methods.base import MethodContext, MethodResult, register_method
+from fastattr.paths import IdgiSum, RiemannSum, walk_path
+
+RULES = ("left", "right", "middle", "trapezoid", "pair")
+
+
+def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Path fractions a_k and weights w_k of a rule (SPEC.md table), float64 (steps,) each."""
+    m = steps
+    k = torch.arange(m, dtype=torch.float64)
+    w = torch.full((m,), 1.0 / m, dtype=torch.float64)
+    if rule == "left":
+        return k / m, w
+    if rule == "right":
+        return (k + 1) / m, w
+    if rule == "middle":
+        return (k + 0.5) / m, w
+    if rule == "pair":  # PAIR: np.linspace(0, 1, m), every point weight 1/m
+        return torch.linspace(0, 1, m, dtype=torch.float64), w
+    if rule == "trapezoid":
+        if m < 2:
+            raise ValueError("steps: rule='trapezoid' needs steps >= 2")
+        w = torch.full((m,), 1.0 / (m - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (m - 1)
+        return k / (m - 1), w
+    raise ValueError(f"rule: unknown rule {rule!r}; choose from {RULES}")
+
+
+def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor):
+    """point(i, k) = b_i + a_k (x_i - b_i), the arithmetic captum and PAIR use (float32)."""
+    a32 = alphas.to(x.device, torch.float32)
+    diff = x - b
+
+    def point(i, k):
+        return b[i] + a32[k].view(-1, 1, 1, 1) * diff[i]
+
+    return point
+
+
+@register_method("ig", path=True, rules=True, default_steps=32)
+def integrated_gradients(ctx: MethodContext) -> MethodResult:
+    """IG map (N, C, H, W): (x - b) * sum_k w_k g(b + a_k (x - b)); with ctx.idgi the IDGI sum."""
+    x, b = ctx.inputs, ctx.baseline
+    alphas, weights = rule_points(ctx.rule, ctx.steps)
+    engine = ctx.engine
+    if ctx.idgi:
+        # IDGI needs gradients on p_0..p_{m-1} and outputs on p_0..p_m with p_m = x; a rule's
+        # point at a = 1 is the input itself, whose output (ctx.scores) needs no backward.
+        alphas = alphas[alphas < 1.0]
+        if len(alphas) == 0:
+            return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
+        acc = IdgiSum(x, len(alphas), ctx.scores)
+        walk_path(ctx, len(alphas), straight_point(x, b, alphas), acc, desc="IDGI-IG")
+        attributions = acc.result(x).clone()
+    else:
+        acc = RiemannSum(x, weights)
+        walk_path(ctx, len(alphas), straight_point(x, b, alphas), acc, desc="IG")
+        attributions = (x - b) * acc.result(x)
+    if alphas[0] == 0.0:  # the path start was evaluated already
+        baseline_scores = acc.start_scores
+    else:
+        baseline_scores = engine.value(b, ctx.targets)
+    return MethodResult(attributions, baseline_scores, {"path_start": float(alphas[0])})
+
+
+@register_method("vanilla", path=False)
+def vanilla_gradient(ctx: MethodContext) -> MethodResult:
+    """Vanilla gradient map (N, C, H, W): g(x), signed."""
+    x = ctx.inputs
+    grads = torch.empty_like(x)
+
+    def keep(i, k, y, g):
+        grads[i] = g.float()
+
+    walk_path(ctx, 1, lambda i, k: x[i], keep, desc="gradient")
+    return MethodResult(grads, ctx.engine.value(ctx.baseline, ctx.targets), {})
