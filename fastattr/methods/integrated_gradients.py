@@ -61,7 +61,7 @@ def integrated_gradients(ctx: MethodContext) -> MethodResult:
         acc = RiemannSum(x, weights)
         walk_path(ctx, len(alphas), straight_point(x, b, alphas), acc, desc="IG")
         attributions = (x - b) * acc.result(x)
-    if alphas[0] == 0.0:  # the path start was evaluated already
+    if ctx.idgi or alphas[0] == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores
     else:
         baseline_scores = engine.value(b, ctx.targets)
