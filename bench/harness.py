@@ -1,0 +1,70 @@
+"""Timing helpers shared by every bench script: interleaved repeats, medians, the model-only floor.
+
+Timings on a shared 2-core machine are noisy; comparisons are made between candidates measured in
+the same run, interleaved round by round, and reported as medians and ratios.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def tiny_model(num_classes: int = 10, seed: int = 0) -> nn.Module:
+    """One conv, pool, linear: costs almost nothing, so per-step library overhead dominates."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(128, num_classes)).eval()
+
+
+def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
+             output: str = "probability") -> Callable[[], None]:
+    """The model-only floor: `passes` points of f_c forward+backward w.r.t. the input, in chunks
+    of `batch`, parameters frozen, no attribution arithmetic. image (C, H, W)."""
+    flags = [p.requires_grad for p in model.parameters()]
+
+    def run():
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            done = 0
+            while done < passes:
+                n = min(batch, passes - done)
+                x = image.expand(n, *image.shape).clone().requires_grad_(True)
+                logits = model(x)
+                y = logits.softmax(-1)[:, 0] if output == "probability" else logits[:, 0]
+                torch.autograd.grad(y.sum(), x)
+                done += n
+        finally:
+            for p, f in zip(model.parameters(), flags):
+                p.requires_grad_(f)
+
+    return run
+
+
+def interleaved(cands: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times (s) of each candidate, run round-robin `repeats` times after `warmup` rounds."""
+    for _ in range(warmup):
+        for fn in cands.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in cands}
+    for _ in range(repeats):
+        for name, fn in cands.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def report(times: dict[str, list[float]], floor: str = "floor", title: str = "") -> str:
+    """Markdown table: median seconds, ratio to the floor candidate, spread (min-max)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med.get(floor)
+    lines = [f"### {title}" if title else "", "| candidate | median s | x floor | min-max s |", "|---|---|---|---|"]
+    for k, m in med.items():
+        ratio = f"{m / base:.3f}" if base else "-"
+        lines.append(f"| {k} | {m:.4f} | {ratio} | {min(times[k]):.4f}-{max(times[k]):.4f} |")
+    return "\n".join(l for l in lines if l)
