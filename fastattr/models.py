@@ -90,3 +90,25 @@ def class_name(i: int) -> str:
     if not 0 <= i < 1000:
         raise IndexError(f"ImageNet class index must be in 0..999, got {i}")
     return _class_names()[i]
+
+
+def load_model(spec: str | None = "default") -> nn.Module:
+    """'default'/None: the bundled EfficientNet-Lite0; else a file written by torch.save(model)
+    (a whole pickled module; trusted files only) or torch.jit.save. Returned in eval mode."""
+    if spec in (None, "default"):
+        return load_default_model()
+    import os
+    import zipfile
+
+    if not os.path.isfile(spec):
+        raise ValueError(f"model: no such file {spec!r} (use 'default' for the bundled model)")
+    if zipfile.is_zipfile(spec):
+        try:
+            return torch.jit.load(spec, map_location="cpu").eval()
+        except RuntimeError:
+            pass  # a torch.save zip archive, not TorchScript
+    model = torch.load(spec, map_location="cpu", weights_only=False)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: {spec!r} holds a {type(model).__name__}, not a torch.nn.Module "
+                         "(save the module itself with torch.save(model, path))")
+    return model.eval()
