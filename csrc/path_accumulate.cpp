@@ -70,8 +70,9 @@ void path_accumulate_cpu(at::Tensor acc, const at::Tensor& grads_in, const at::T
   const int64_t S = grads.size(0), D = grads.size(1), N = acc.size(0);
   if (S == 0 || D == 0) return;
   // Checked here, not inside the parallel region (exceptions must not leave OpenMP threads).
-  TORCH_CHECK(index.min().item<int64_t>() >= 0 && index.max().item<int64_t>() < N,
-              "path_accumulate: index out of range");
+  const int64_t* idx = index.data_ptr<int64_t>();
+  for (int64_t s = 0; s < S; ++s)
+    TORCH_CHECK(idx[s] >= 0 && idx[s] < N, "path_accumulate: index ", idx[s], " out of range [0, ", N, ")");
   AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "path_accumulate_acc", [&] {
     using acc_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads.scalar_type(), "path_accumulate_grad", [&] {

@@ -139,7 +139,7 @@ class Engine:
             raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
         with self.session():
             xp, tp = self._padded(x.detach(), targets)
-            xp = xp.clone().requires_grad_(True)
+            xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
                 y = select_output(self._logits(xp), tp, self.output)
                 (g,) = torch.autograd.grad(y.sum(), xp)

@@ -53,8 +53,10 @@ class RiemannSum:
         self.start_scores = torch.full((like.shape[0],), float("nan"), device=like.device)
 
     def __call__(self, i, k, y, g) -> None:
-        self.start_scores[i[k == 0]] = y[k == 0]
         path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.weights[k], i, False)
+        first = k == 0
+        if first.any():
+            self.start_scores[i[first]] = y[first]
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
         return self.acc.view_as(like)
@@ -78,7 +80,8 @@ class IdgiSum:
     def __call__(self, i, k, y, g) -> None:
         g = g.reshape(g.shape[0], -1)
         first = k == 0
-        self.start_scores[i[first]] = y[first]
+        if first.any():
+            self.start_scores[i[first]] = y[first]
         if self.pending is not None:  # its successor is this chunk's first point
             pi, py, pg = self.pending
             path_accumulate_(self.acc, pg, y[:1] - py, pi, True)
