@@ -103,10 +103,10 @@ def load_model(spec: str | None = "default") -> nn.Module:
     if not os.path.isfile(spec):
         raise ValueError(f"model: no such file {spec!r} (use 'default' for the bundled model)")
     if zipfile.is_zipfile(spec):
-        try:
+        with zipfile.ZipFile(spec) as z:  # TorchScript archives carry code/ and constants.pkl
+            scripted = any(n.endswith("constants.pkl") for n in z.namelist())
+        if scripted:
             return torch.jit.load(spec, map_location="cpu").eval()
-        except RuntimeError:
-            pass  # a torch.save zip archive, not TorchScript
     model = torch.load(spec, map_location="cpu", weights_only=False)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: {spec!r} holds a {type(model).__name__}, not a torch.nn.Module "
