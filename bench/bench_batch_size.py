@@ -1,0 +1,41 @@
+"""Measures the cost per point of one forward+backward at several chunk sizes; the engine's
+default chunk size per device (fastattr.engine.DEFAULT_BATCH) comes from this.
+
+    python bench/bench_batch_size.py [--sizes 1 2 4 8 16 32] [--points 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import floor_fn, interleaved  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--points", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from fastattr.images import bundled_images
+    from fastattr.models import load_default_model
+
+    model = load_default_model()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    image = bundled_images()["chelsea"].to(device)
+    cands = {f"batch {b}": floor_fn(model, image, args.points, b) for b in args.sizes}
+    times = interleaved(cands, repeats=args.repeats)
+    print(f"device={device} threads={torch.get_num_threads()} points={args.points}")
+    print("| chunk | ms per point (median) |\n|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v) / args.points * 1e3:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
