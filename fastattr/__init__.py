@@ -4,7 +4,8 @@
 """
 from fastattr import ops  # noqa: F401  (registers torch.ops.fastattr.*; warns once without _C)
 from fastattr.api import Explanation, attribute, explain
+from fastattr.explainer import Explainer
 from fastattr.methods import METHODS
 
-__all__ = ["attribute", "explain", "Explanation", "METHODS"]
+__all__ = ["attribute", "explain", "Explanation", "Explainer", "METHODS"]
 __version__ = "0.1.0"

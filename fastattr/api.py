@@ -50,19 +50,30 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
     x = x.detach().to(device=device, dtype=torch.float32).contiguous()
     b = v.check_baseline(baseline, x)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward)
+    return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
+
+
+def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str,
+                        steps: int | None, rule: str, idgi: bool, progress: bool,
+                        method_options: dict) -> Explanation:
+    """explain's core on checked arguments and a given (possibly reused) engine; x, b (N, C, H, W)
+    float32 on the engine's device."""
+    spec = METHODS[method]
+    v.check_method_options(spec.fn, method, method_options)
+    evals_before = engine.grad_evals
     with engine.session():
         logits = engine.logits(x)  # one forward: the target when none is given, and f_c(x)
-        t = v.check_target(target, x.shape[0], logits.shape[1], device)
+        t = v.check_target(target, x.shape[0], logits.shape[1], x.device)
         if t is None:
             t = logits.argmax(dim=1)
-        scores = select_output(logits, t, output)
+        scores = select_output(logits, t, engine.output)
         ctx = MethodContext(engine, x, b, t, scores, steps if steps is not None else spec.default_steps,
                             rule, bool(idgi), progress)
         result = spec.fn(ctx, **method_options)
     attributions = result.attributions.float()
     delta = attributions.flatten(1).sum(1) - (scores - result.baseline_scores)
-    return Explanation(attributions, t, scores, result.baseline_scores, delta, engine.grad_evals,
-                       method, result.extras)
+    return Explanation(attributions, t, scores, result.baseline_scores, delta,
+                       engine.grad_evals - evals_before, method, result.extras)
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,

@@ -1,0 +1,132 @@
+"""fastattr.Explainer: one model and one set of options, reused across calls for low latency.
+
+What is kept between calls: the checked options, one Engine (so torch.compile's graph for the
+model and chunk shape, compiled on the first call, is reused), the broadcast baseline per input
+shape, and on a CUDA device the captured CUDA graphs of the forward+backward of one chunk with
+their static input/output buffers (`CudaGraphEngine`). The CUDA-graph path cannot run on the
+CPU-only development machines; it is written to the documented torch.cuda.graph recipe
+(side-stream warm-up, capture, copy into static inputs, replay) and is only selected when the
+model is on a CUDA device.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastattr import validation as v
+from fastattr.api import Explanation, explain_with_engine
+from fastattr.backward import BACKWARDS
+from fastattr.engine import OUTPUTS, Engine, model_device, select_output
+from fastattr.methods import METHODS
+from fastattr.methods.integrated_gradients import RULES
+
+
+class CudaGraphEngine(Engine):
+    """Engine whose per-chunk forward+backward is a CUDA graph captured once per chunk shape and
+    replayed; chunks are padded to batch_size so one graph serves every chunk."""
+
+    def __init__(self, model: nn.Module, **options):
+        super().__init__(model, **options)
+        if self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs: the model is on {self.device}, CUDA graphs need a CUDA device")
+        self.pad = True  # a graph replays fixed shapes only
+        self._graphs: dict = {}  # (shape, dtype) -> (graph, x_static, t_static, y_static, g_static)
+
+    def _step(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = select_output(self._logits(xs), ts, self.output)
+        (g,) = torch.autograd.grad(y.sum(), xs)
+        return y, g
+
+    def _capture(self, xp: torch.Tensor, tp: torch.Tensor):
+        xs = xp.detach().clone().requires_grad_(True)  # static input: replays read from this memory
+        ts = tp.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        # Warm-up outside capture (on a side stream, as torch.cuda.graph requires): lazy CUDA and
+        # cuDNN initialisation, autotuning and any torch.compile compilation must not be captured.
+        with torch.cuda.stream(side), torch.enable_grad():
+            for _ in range(3):
+                self._step(xs, ts)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.enable_grad(), torch.cuda.graph(graph):
+            ys, gs = self._step(xs, ts)
+        return graph, xs, ts, ys, gs
+
+    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As Engine.value_and_grad (x (B, C, H, W), targets (B,) -> (y (B,), g (B, C, H, W))),
+        by replaying the captured graph for this chunk shape."""
+        n = x.shape[0]
+        if n > self.batch_size:
+            raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
+        with self.session(), torch.inference_mode(False):  # as Engine: gradients even in inference mode
+            xp, tp = self._padded(x.detach(), targets)
+            key = (tuple(xp.shape), xp.dtype)
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(xp, tp)
+            graph, xs, ts, ys, gs = self._graphs[key]
+            with torch.no_grad():
+                xs.copy_(xp)
+                ts.copy_(tp)
+            graph.replay()
+            # The next replay overwrites the static outputs; callers may keep what they get.
+            y, g = ys[:n].detach().float().clone(), gs[:n].clone()
+        self.grad_evals += n
+        if self.progress is not None:
+            self.progress.update(n)
+        return y, g
+
+
+class Explainer:
+    """Reusable attribution: Explainer(model, method="ig", idgi=True, steps=32, compile=True), then
+    explainer(x (N, C, H, W) or (C, H, W), target=None) -> Explanation (maps (N, C, H, W))."""
+
+    def __init__(self, model: nn.Module, method: str = "ig", *, baseline=None, steps: int | None = None,
+                 rule: str = "left", idgi: bool = False, backward: str = "standard",
+                 output: str = "probability", batch_size: int | None = None, compile: bool = False,
+                 cuda_graphs: bool | None = None, progress: bool = False, **method_options):
+        v.check_model(model)
+        v.check_choice(method, "method", METHODS)
+        v.check_choice(rule, "rule", RULES)
+        v.check_choice(output, "output", OUTPUTS)
+        v.check_choice(backward, "backward", BACKWARDS)
+        self.steps = v.check_positive_int(steps, "steps")
+        batch_size = v.check_positive_int(batch_size, "batch_size")
+        spec = METHODS[method]
+        if idgi and not spec.path:
+            raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
+        if rule != "left" and not spec.rules:
+            raise ValueError(f"rule: method {method!r} has no integration rule (rule= is for 'ig')")
+        v.check_method_options(spec.fn, method, method_options)  # fail at construction, not first call
+        if isinstance(baseline, bool) or not (baseline is None or isinstance(baseline, (int, float, torch.Tensor))):
+            raise TypeError(f"baseline: expected None, a number or a tensor, got {type(baseline).__name__}")
+        self.model, self.method, self.rule, self.idgi = model, method, rule, bool(idgi)
+        self.progress, self.method_options = progress, method_options
+        self.device = model_device(model)
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward)
+        self.engine = CudaGraphEngine(model, **options) if cuda_graphs else Engine(model, **options)
+        self._baseline = baseline.detach() if isinstance(baseline, torch.Tensor) else baseline
+        self._baselines: dict[tuple, torch.Tensor] = {}  # input shape -> (N, C, H, W) baseline
+
+    def _baseline_for(self, x: torch.Tensor) -> torch.Tensor:
+        b = self._baselines.get(tuple(x.shape))
+        if b is None:
+            # Read-only by the MethodContext contract, so one tensor per shape serves every call.
+            b = self._baselines[tuple(x.shape)] = v.check_baseline(self._baseline, x)
+        return b
+
+    def __call__(self, x: torch.Tensor, target=None) -> Explanation:
+        """Maps for x (N, C, H, W) or one image (C, H, W) -> Explanation with (N, C, H, W) maps;
+        target None (argmax), an int or (N,) class indices."""
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            x = x[None]
+        x = v.check_inputs(x).detach().to(device=self.device, dtype=torch.float32).contiguous()
+        return explain_with_engine(self.engine, x, self._baseline_for(x), target, self.method, self.steps,
+                                   self.rule, self.idgi, self.progress, self.method_options)
+
+    def __repr__(self) -> str:
+        kind = type(self.engine).__name__
+        return (f"Explainer(method={self.method!r}, idgi={self.idgi}, steps={self.steps}, "
+                f"batch_size={self.engine.batch_size}, compile={self.engine.compile}, engine={kind})")

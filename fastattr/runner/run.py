@@ -1,0 +1,254 @@
+"""The dataset loop: images split into fixed blocks (shards) by position in the sorted file list;
+each rank computes the pending shards it owns, one explain call per group of decoded images,
+and publishes each shard atomically; rank 0 merges the manifest when every shard exists.
+
+Why fixed blocks: a shard's content depends only on its images and the options (the same groups
+reach fastattr.explain in the same composition), not on which rank or which attempt computed
+it, so a resumed or distributed run writes the same bytes as one uninterrupted process with the
+same thread count."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fastattr
+from fastattr import validation as v
+from fastattr.engine import OUTPUTS, default_batch_size
+from fastattr.methods import METHODS
+from fastattr.methods.integrated_gradients import RULES
+from fastattr.runner.distributed import Dist, default_threads, setup, teardown
+from fastattr.runner.files import ImageList, discover
+from fastattr.runner.loader import Group, group_loader
+from fastattr.runner.manifest import check_config, merge_manifest
+from fastattr.runner.shards import STORAGE_DTYPES, WriteError, clean_temporaries, json_safe, shard_name, write_shard
+
+TARGETS = ("predicted", "label")
+
+
+@dataclass
+class RunSummary:
+    """What one call of run() did (for this rank): totals come from the merged manifest (rank 0)."""
+
+    out: Path
+    images: int  # images in the input
+    shards: int  # shards of the whole run
+    computed: int  # shards this rank computed in this call (0 when everything was done already)
+    computed_images: int  # images in those shards
+    seconds: float  # wall time of this rank's shard loop
+    ok: int | None = None  # rank 0 only: images with a map
+    failed: int | None = None  # rank 0 only: images that could not be read
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _module_sha256(model: nn.Module) -> str:
+    """Fingerprint of a model object's state (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
+    return h.hexdigest()
+
+
+def _check_target(target, images: ImageList):
+    if target in (None, "predicted"):
+        return "predicted"
+    if target == "label":
+        if images.labels is None:
+            raise ValueError("target: 'label' needs an ImageFolder tree (every image inside a class folder)")
+        return "label"
+    try:
+        t = int(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target: expected 'predicted', 'label' or a class index, got {target!r}") from None
+    if t < 0:
+        raise ValueError(f"target: class index must be >= 0, got {t}")
+    return t
+
+
+def _grad_evals_per_image(ex, n: int) -> list:
+    """Per-image gradient evaluations: the method's own count when it reports one, else the
+    call's total split evenly (exact for fixed-step methods, where every image costs the same)."""
+    per = ex.extras.get("grad_evals_per_image") if isinstance(ex.extras, dict) else None
+    if per is not None:
+        return [json_safe(float(c)) for c in torch.as_tensor(per).reshape(-1).tolist()]
+    each = ex.grad_evals / n
+    return [int(each) if float(each).is_integer() else each] * n
+
+
+def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, steps: int | None = None,
+        rule: str = "left", backward: str = "standard", output: str = "probability",
+        batch_size: int | None = None, compile: bool = False, size: int = 224, target="predicted",
+        dtype: str = "float32", shard_size: int = 64, images_per_call: int = 16, workers: int | None = None,
+        threads: int | None = None, device: str | None = None, progress: bool = True,
+        method_options: dict | None = None) -> RunSummary:
+    """Attribution maps for every image under `input`, written to `out` as shards + manifest.jsonl.
+    Resumable (re-run the same call), and distributed when started by torchrun. model: 'default',
+    a file (torch.save(model) or TorchScript) or an nn.Module."""
+    from fastattr.backward import BACKWARDS
+    from fastattr.models import class_name, load_model
+
+    v.check_choice(method, "method", METHODS)
+    v.check_choice(rule, "rule", RULES)
+    v.check_choice(output, "output", OUTPUTS)
+    v.check_choice(backward, "backward", BACKWARDS)
+    v.check_choice(dtype, "dtype", STORAGE_DTYPES)
+    spec = METHODS[method]
+    if idgi and not spec.path:
+        raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
+    steps = v.check_positive_int(steps, "steps")
+    batch_size = v.check_positive_int(batch_size, "batch_size")
+    size = v.check_positive_int(size, "size", allow_none=False)
+    shard_size = v.check_positive_int(shard_size, "shard_size", allow_none=False)
+    images_per_call = v.check_positive_int(images_per_call, "images_per_call", allow_none=False)
+    threads = v.check_positive_int(threads, "threads")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+    method_options = dict(method_options or {})
+    try:  # recorded in run.json, which a resumed run compares
+        json.dumps(method_options, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"method_options: must be JSON values (numbers, strings, lists), got {method_options!r}") from None
+    images = discover(input)
+    target = _check_target(target, images)
+    out = Path(out)
+
+    d = setup(device)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads(d))
+    try:
+        if isinstance(model, nn.Module):
+            net, model_id = model, {"model": type(model).__name__, "model_sha256": _module_sha256(model)}
+        else:
+            spec_str = "default" if model in (None, "default") else str(model)
+            net = load_model(spec_str)
+            model_id = {"model": spec_str,
+                        "model_sha256": None if spec_str == "default" else _file_sha256(spec_str)}
+        net = net.to(d.device)
+        n, n_shards = len(images), math.ceil(len(images) / shard_size)
+        # Every option that changes a map's bits; threads and world size are left out on purpose
+        # (resuming on another number of ranks is legitimate; see the README on bit-identity).
+        config = {"format": "fastattr-run/1", "input": str(Path(input).resolve()), "images": n,
+                  "files_sha256": images.fingerprint(), **model_id, "method": method, "idgi": bool(idgi),
+                  "steps": steps if steps is not None else spec.default_steps, "rule": rule,
+                  "backward": backward, "output": output,
+                  "batch_size": batch_size or default_batch_size(d.device), "compile": bool(compile),
+                  "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
+                  "images_per_call": images_per_call, "method_options": method_options}
+        if d.rank == 0:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WriteError(f"--out: cannot create {out}: {exc}") from exc
+            clean_temporaries(out)
+            check_config(out, config, write=True)
+        d.barrier()
+        if d.rank != 0:
+            check_config(out, config, write=False)
+        pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
+        d.barrier()  # every rank has listed the same pending shards before any new one appears
+        mine = pending[d.rank::d.world]
+        groups, owner = [], []
+        for k in mine:
+            block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
+            for j in range(0, len(block), images_per_call):
+                groups.append(block[j:j + images_per_call])
+                owner.append(k)
+        names = class_name if model_id["model"] == "default" else None  # ImageNet names
+        t0 = time.perf_counter()
+        explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
+                               output=output, batch_size=batch_size, compile=compile, **method_options)
+        _loop(net, images, groups, owner, out, d, target, dtype, size, names,
+              explain_options, workers, progress)
+        summary = RunSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups),
+                             time.perf_counter() - t0)
+        d.barrier()  # all shards exist
+        if d.rank == 0:
+            summary.ok, summary.failed = merge_manifest(out, n_shards)
+        return summary
+    finally:
+        torch.set_num_threads(old_threads)
+        teardown(d)
+
+
+def _loop(net, images: ImageList, groups, owner, out: Path, d: Dist, target, dtype: str, size: int,
+          class_name, explain_options: dict, workers, progress: bool) -> None:
+    """Compute this rank's groups in order and write each shard when its last group is done.
+    Holds at most one shard of maps in memory."""
+    from tqdm.auto import tqdm
+
+    if not groups:
+        return
+    if workers is None:
+        workers = min(2, len(groups))
+    loader = group_loader(images, groups, size, workers, pin_memory=d.device.type == "cuda")
+    bar = tqdm(total=sum(len(g) for g in groups), unit="img", dynamic_ncols=True, file=sys.stderr,
+               desc="fastattr run" + (f" rank 0/{d.world}" if d.world > 1 else ""),
+               disable=not progress or d.rank != 0)
+    storage = STORAGE_DTYPES[dtype]
+    maps, rows, records, failed = [], [], [], 0
+    try:
+        for gi, group in enumerate(loader):
+            k = owner[gi]
+            records.extend(_explain_group(net, images, group, target, class_name, explain_options, d,
+                                          maps, rows, storage, shard_name(k)))
+            failed += len(group.failed)
+            bar.update(len(group.indices))
+            if failed:
+                bar.set_postfix(failed=failed, refresh=False)
+            if gi + 1 == len(groups) or owner[gi + 1] != k:
+                block = torch.stack(maps) if maps else torch.zeros(0, 3, size, size, dtype=storage)
+                write_shard(out / shard_name(k), block, torch.tensor(rows, dtype=torch.int64), records)
+                maps, rows, records = [], [], []
+    finally:
+        bar.close()
+
+
+def _explain_group(net, images: ImageList, group: Group, target, class_name, explain_options: dict,
+                   d: Dist, maps: list, rows: list, storage: torch.dtype, shard: str) -> list[dict]:
+    """Maps of one group appended to maps/rows; returns the group's records in input order."""
+    got = {}
+    if group.ok:
+        x = group.images.to(d.device, non_blocking=True)
+        if target == "label":
+            t = [images.labels[i] for i in group.ok]
+        else:
+            t = None if target == "predicted" else target
+        ex = fastattr.explain(net, x, t, **explain_options)
+        evals = _grad_evals_per_image(ex, len(group.ok))
+        attributions = ex.attributions.to(storage).cpu()
+        for j, i in enumerate(group.ok):
+            c = int(ex.target[j])
+            got[i] = {"target": c, "score": json_safe(ex.scores[j]),
+                      "baseline_score": json_safe(ex.baseline_scores[j]), "delta": json_safe(ex.delta[j]),
+                      "grad_evals": evals[j], "status": "ok", "error": None, "row": len(rows)}
+            if class_name is not None:
+                got[i]["class_name"] = class_name(c)
+            elif target == "label":
+                got[i]["class_name"] = images.classes[c]
+            maps.append(attributions[j])
+            rows.append(i)
+    records = []
+    for i in group.indices:
+        rec = {"index": i, "path": images.paths[i], "shard": shard, "class_name": None,
+               "label": images.labels[i] if images.labels is not None else None,
+               "target": None, "score": None, "baseline_score": None, "delta": None, "grad_evals": 0,
+               "status": "failed", "error": group.failed.get(i), "row": None}
+        rec.update(got.get(i, {}))
+        records.append(rec)
+    return records

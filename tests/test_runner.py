@@ -1,0 +1,260 @@
+"""fastattr run: discovery, shards + manifest equal to direct fastattr.explain calls, corrupt files
+recorded and skipped, SIGKILL + resume byte-identical, torchrun (2 ranks, gloo) byte-identical
+to one process, refusal to mix options, and write errors leaving no partial shard."""
+import argparse
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_small_cnn
+from PIL import Image
+
+import fastattr
+from fastattr.images import load_image
+from fastattr.runner import WriteError, add_run_arguments, discover, load_shard, main_run, read_manifest, run
+from fastattr.runner import shards as shards_mod
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+# Options shared by the runs compared byte for byte: one thread everywhere, since the thread
+# count may change floating-point summation order (and torchrun's 2 ranks get 1 thread each).
+OPTS = ["--model", "{model}", "--size", "16", "--idgi", "--steps", "12", "--batch-size", "8",
+        "--shard-size", "3", "--images-per-call", "2", "--threads", "1", "--no-progress"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# The killed run: the real CLI with every explain call delayed, so that the kill reliably lands
+# with shards still to do however fast the machine is (the delay changes no result).
+SLOW_RUN = """import sys, time, fastattr
+real = fastattr.explain
+def slow(*a, **k):
+    time.sleep(0.3)
+    return real(*a, **k)
+fastattr.explain = slow
+from fastattr.cli import main
+sys.exit(main(["run", *sys.argv[1:]]))
+"""
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """An ImageFolder tree of 11 small images (PNG/JPEG/WebP, odd sizes, grey and RGBA), one
+    corrupt and one truncated file, a hidden folder and a text file (both ignored), and the
+    small CNN saved whole (torch.save) and as TorchScript."""
+    root = tmp_path_factory.mktemp("runner")
+    data = root / "data"
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("bird", "cat", "dog")):
+        (data / cls).mkdir(parents=True)
+        for j in range(4 - (c == 2)):
+            h, w = 14 + 3 * j, 20 - j
+            arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            im = Image.fromarray(arr)
+            if j == 1:
+                im = im.convert("L")
+            if j == 2:
+                im = im.convert("RGBA")
+            ext = ("png", "jpg", "webp", "png")[j]
+            im.save(data / cls / f"img{j}.{ext}", **({"lossless": True} if ext == "webp" else {}))
+    (data / "cat" / "corrupt.jpg").write_bytes(b"this is not a jpeg")
+    good = (data / "bird" / "img0.png").read_bytes()
+    (data / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (data / ".hidden").mkdir()
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / ".hidden" / "x.png")
+    (data / "cat" / "notes.txt").write_text("not an image")
+    model = make_small_cnn(seed=3)
+    torch.save(model, root / "model.pt")
+    torch.jit.save(torch.jit.script(model), root / "model_ts.pt")
+    return root
+
+
+def _args(tree, out, extra=(), model="model.pt"):
+    opts = [o.format(model=tree / model) for o in OPTS]
+    return [str(tree / "data"), "--out", str(out), *opts, *extra]
+
+
+def _main(argv) -> int:
+    """fastattr run through the same argument parser the CLI uses."""
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    return main_run(p.parse_args(argv))
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def reference(tree):
+    """One uninterrupted in-process run (decoding in the main process)."""
+    out = tree / "ref"
+    assert _main(_args(tree, out, ["--workers", "0"])) == 0
+    return out
+
+
+def test_discover_sorted_imagefolder(tree):
+    images = discover(tree / "data")
+    assert list(images.paths) == sorted(images.paths)
+    assert len(images) == 13  # 11 images + corrupt.jpg + truncated.png; .hidden and notes.txt skipped
+    assert images.classes == ("bird", "cat", "dog")
+    assert [images.labels[images.paths.index(p)] for p in ("bird/img0.png", "cat/corrupt.jpg", "dog/img2.webp")] == [0, 1, 2]
+    with pytest.raises(ValueError, match="INPUT"):
+        discover(tree / "data" / "cat" / "notes.txt")
+
+
+def test_maps_and_manifest_match_explain(tree, reference):
+    """Each shard holds exactly the maps fastattr.explain gives for the same groups of images;
+    the manifest has one record per input, in input order; failures are recorded, not fatal."""
+    images = discover(tree / "data")
+    records = read_manifest(reference)
+    assert [r["path"] for r in records] == list(images.paths)
+    assert [r["index"] for r in records] == list(range(len(images)))
+    failed = {r["path"]: r for r in records if r["status"] == "failed"}
+    assert set(failed) == {"cat/corrupt.jpg", "dog/truncated.png"}
+    assert "cannot identify image file" in failed["cat/corrupt.jpg"]["error"]
+    assert failed["dog/truncated.png"]["error"]
+    assert all(r["row"] is None and r["target"] is None for r in failed.values())
+    model = torch.load(tree / "model.pt", weights_only=False)
+    run_json = json.loads((reference / "run.json").read_text())
+    assert run_json["steps"] == 12 and run_json["idgi"] is True and run_json["images"] == 13
+    n_shards = -(-len(images) // 3)
+    assert sorted(p.name for p in reference.glob("shard-*")) == [f"shard-{k:06d}.safetensors" for k in range(n_shards)]
+    torch.set_num_threads(1)  # as the run did
+    try:
+        for k in range(n_shards):
+            maps, index, recs = load_shard(reference / f"shard-{k:06d}.safetensors")
+            block = list(range(3 * k, min(3 * k + 3, len(images))))
+            assert [r["index"] for r in recs] == block
+            assert index.tolist() == [r["index"] for r in recs if r["status"] == "ok"]
+            for group in (block[:2], block[2:]):  # images_per_call = 2 within the shard
+                ok = [i for i in group if records[i]["status"] == "ok"]
+                if not ok:
+                    continue
+                x = torch.stack([load_image(tree / "data" / images.paths[i], size=16) for i in ok])
+                ex = fastattr.explain(model, x, idgi=True, steps=12, batch_size=8)
+                for j, i in enumerate(ok):
+                    r = records[i]
+                    assert torch.equal(maps[r["row"]], ex.attributions[j])
+                    assert r["target"] == int(ex.target[j]) and r["score"] == float(ex.scores[j])
+                    assert r["delta"] == float(ex.delta[j]) and abs(r["delta"]) < 1e-5  # IDGI completeness
+                    assert r["grad_evals"] == 12 and r["label"] == images.labels[i]
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_sigkill_then_resume_is_byte_identical(tree, reference):
+    """Kill the whole runner (process group, decoding workers included) right after its first
+    shard appears, plant a stale temporary file as a kill during a write leaves, re-run the same
+    command: the folder equals the uninterrupted run's byte for byte."""
+    out = tree / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *_args(tree, out)], env=ENV,
+                            start_new_session=True, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("shard-*.safetensors")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no shard within 120 s"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = list(out.glob("shard-*.safetensors"))
+    assert 1 <= len(done) < 5, f"the kill came too late to test resuming ({len(done)} of 5 shards done)"
+    assert not (out / "manifest.jsonl").exists()
+    (out / "shard-000004.safetensors.tmp-99999").write_bytes(b"half a shard")
+    cmd = [sys.executable, "-m", "fastattr", "run", *_args(tree, out)]
+    res = subprocess.run(cmd, env=ENV, stderr=subprocess.PIPE, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()
+    assert f"({5 - len(done)} computed now" in res.stderr.decode()
+    assert _files(out) == _files(reference)
+
+
+def test_torchrun_two_ranks_equal_single_process(tree, reference):
+    """torchrun --nproc-per-node 2 (gloo on CPU): each rank writes its own shards, rank 0 merges
+    the manifest; every file equals the single-process run's byte for byte. Uses the TorchScript
+    copy of the model, so loading that format is covered as well."""
+    single = tree / "single_ts"
+    assert _main(_args(tree, single, ["--workers", "0"], model="model_ts.pt")) == 0
+    out = tree / "torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "fastattr", "run", *_args(tree, out, model="model_ts.pt")]
+    res = subprocess.run(cmd, env=ENV, stderr=subprocess.PIPE, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert _files(out) == _files(single)
+    # and the TorchScript model gives the pickled model's maps
+    a, b = _files(single), _files(reference)
+    assert {k: v for k, v in a.items() if k != "run.json"} == {k: v for k, v in b.items() if k != "run.json"}
+
+
+def test_rerun_with_other_options_is_refused(tree, reference, capsys):
+    before = _files(reference)
+    args = _args(tree, reference, ["--workers", "0"])
+    args[args.index("--steps") + 1] = "16"
+    with pytest.raises(ValueError, match=r"refusing to mix.*steps: 12 -> 16"):
+        _main(args)
+    assert _main(_args(tree, reference, ["--workers", "0"])) == 0  # same options: nothing to do
+    assert "0 computed now" in capsys.readouterr().err
+    assert _files(reference) == before
+
+
+def test_write_error_stops_without_partial_shard(tree, monkeypatch, capsys):
+    """Disk full while the third shard is written: a clear message naming the cause, exit code 1,
+    no partial or temporary file; re-running the same command completes the run."""
+    out = tree / "diskfull"
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "shard-000001" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(shards_mod.os, "fsync", fsync)
+    assert _main(_args(tree, out, ["--workers", "0"])) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "shard-000001.safetensors" in err and "re-run" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["run.json", "shard-000000.safetensors"]
+    monkeypatch.setattr(shards_mod.os, "fsync", real_fsync)
+    assert _main(_args(tree, out, ["--workers", "0"])) == 0
+    assert len(read_manifest(out)) == 13
+
+
+def test_float16_storage_and_label_targets(tree):
+    """--dtype float16 stores the float32 maps rounded to half; --target label explains the
+    ImageFolder class and records its folder name."""
+    out32, out16 = tree / "t32", tree / "t16"
+    common = dict(model=str(tree / "model.pt"), steps=4, size=16, shard_size=16, images_per_call=16,
+                  workers=0, threads=1, progress=False, target="label")
+    s = run(tree / "data", out32, **common)
+    assert (s.images, s.ok, s.failed, s.shards) == (13, 11, 2, 1)
+    # An nn.Module object: an identity BatchNorm (fresh statistics, eps 0; its 0-d buffer
+    # num_batches_tracked goes into the run.json fingerprint) before the saved CNN.
+    module = torch.nn.Sequential(torch.nn.BatchNorm2d(3, eps=0.0),
+                                 torch.load(tree / "model.pt", weights_only=False)).eval()
+    run(tree / "data", out16, dtype="float16", **{**common, "model": module})  # an nn.Module object
+    m32, _, recs = load_shard(out32 / "shard-000000.safetensors")
+    m16, _, _ = load_shard(out16 / "shard-000000.safetensors")
+    assert m16.dtype == torch.float16 and torch.equal(m16, m32.half())
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert all(r["target"] == r["label"] for r in ok)
+    assert {r["class_name"] for r in ok} == {"bird", "cat", "dog"}
+    with pytest.raises(ValueError, match="dtype"):
+        run(tree / "data", tree / "bad", dtype="int8", **common)
+    with pytest.raises(ValueError, match="shard_size"):
+        run(tree / "data", tree / "bad", **{**common, "shard_size": 0})
+
+
+def test_write_atomic_never_leaves_a_prefix(tmp_path, monkeypatch):
+    target = tmp_path / "x.bin"
+
+    def broken_replace(src, dst):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(shards_mod.os, "replace", broken_replace)
+    with pytest.raises(WriteError, match="permission denied"):
+        shards_mod.write_atomic(target, b"12345")
+    assert list(tmp_path.iterdir()) == []
