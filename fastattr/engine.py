@@ -137,8 +137,11 @@ class Engine:
         n = x.shape[0]
         if n > self.batch_size:
             raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
-        with self.session():
+        # inference_mode(False): a caller inside torch.inference_mode() still gets gradients;
+        # clone() turns an inference tensor into a normal one that autograd can record.
+        with self.session(), torch.inference_mode(False):
             xp, tp = self._padded(x.detach(), targets)
+            xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
                 y = select_output(self._logits(xp), tp, self.output)

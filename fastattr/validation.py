@@ -84,3 +84,18 @@ def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name}: unknown value {value!r}; choose from {sorted(choices)}")
     return value
+
+
+def check_method_options(fn, method: str, options: dict) -> None:
+    """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())[1:]  # the first one is ctx
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise TypeError(f"{unknown[0]}: unknown option of method {method!r}; "
+                        f"its options are {known if known else 'none'}")
