@@ -31,10 +31,20 @@ def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError(f"rule: unknown rule {rule!r}; choose from {RULES}")
 
 
-def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor):
-    """point(i, k) = b_i + a_k (x_i - b_i), the arithmetic captum and PAIR use (float32)."""
-    a32 = alphas.to(x.device, torch.float32)
+def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float64: bool = False):
+    """point(i, k) = b_i + a_k (x_i - b_i) as float32 (B, C, H, W). float64=False: captum's float32
+    arithmetic; True: PAIR's numpy arithmetic (float64, rounded once to float32)."""
     diff = x - b
+    if float64:
+        # Models with ReLU6/hard-swish kinks can change a gradient by percents when a point moves
+        # by one float32 ulp, so rule="pair" reproduces PAIR's rounding, not just its formula.
+        a64, b64, d64 = alphas.to(x.device, torch.float64), b.double(), diff.double()
+
+        def point64(i, k):
+            return (b64.index_select(0, i) + a64[k].view(-1, 1, 1, 1) * d64.index_select(0, i)).float()
+
+        return point64
+    a32 = alphas.to(x.device, torch.float32)
     if x.shape[0] == 1:  # one image: broadcast instead of gathering rows (per-chunk overhead)
         return lambda i, k: torch.addcmul(b, a32[k].view(-1, 1, 1, 1), diff)
 
@@ -57,11 +67,13 @@ def integrated_gradients(ctx: MethodContext) -> MethodResult:
         if len(alphas) == 0:
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
         acc = IdgiSum(x, len(alphas), ctx.scores)
-        walk_path(ctx, len(alphas), straight_point(x, b, alphas), acc, desc="IDGI-IG")
+        point = straight_point(x, b, alphas, float64=ctx.rule == "pair")
+        walk_path(ctx, len(alphas), point, acc, desc="IDGI-IG")
         attributions = acc.result(x).clone()
     else:
         acc = RiemannSum(x, weights)
-        walk_path(ctx, len(alphas), straight_point(x, b, alphas), acc, desc="IG")
+        point = straight_point(x, b, alphas, float64=ctx.rule == "pair")
+        walk_path(ctx, len(alphas), point, acc, desc="IG")
         attributions = (x - b) * acc.result(x)
     if ctx.idgi or alphas[0] == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores

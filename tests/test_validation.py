@@ -1,0 +1,147 @@
+"""Bad arguments to explain/attribute raise ValueError/TypeError whose message names the parameter."""
+import pytest
+import torch
+from torch import nn
+
+import fastattr
+
+
+class VectorOut(nn.Module):
+    """Returns (N,) instead of (N, K)."""
+
+    def forward(self, x):
+        return x.flatten(1).sum(1)
+
+
+class TupleOut(nn.Module):
+    """Returns a tuple (logits, features)."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :5], x
+
+
+def call(model, x, **kw):
+    return fastattr.explain(model, x, steps=2, batch_size=4, **kw)
+
+
+@pytest.mark.parametrize("inputs,exc,match", [
+    (torch.rand(3, 16, 16), ValueError, r"^inputs: .*4-D"),
+    (torch.rand(1, 2, 3, 16, 16), ValueError, r"^inputs: .*4-D"),
+    (torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8), TypeError, r"^inputs: .*floating"),
+    ([[1.0]], TypeError, r"^inputs: "),
+    (torch.rand(0, 3, 16, 16), ValueError, r"^inputs: .*empty"),
+])
+def test_bad_inputs(small_cnn, inputs, exc, match):
+    with pytest.raises(exc, match=match):
+        call(small_cnn, inputs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_inputs(small_cnn, small_images, bad):
+    x = small_images.clone()
+    x[1, 2, 3, 4] = bad
+    with pytest.raises(ValueError, match=r"^inputs: .*NaN or inf"):
+        call(small_cnn, x)
+
+
+@pytest.mark.parametrize("target,exc,match", [
+    (10, ValueError, r"^target: .*\[0, 10\)"),
+    (-1, ValueError, r"^target: "),
+    (torch.tensor([0, 1, 2, 10]), ValueError, r"^target: .*\[0, 10\)"),
+    (torch.tensor([0, 1, 2]), ValueError, r"^target: expected 4 class indices"),
+    ([0, 1, 2, 3, 4], ValueError, r"^target: expected 4"),
+    (torch.tensor([0.0, 1.0, 2.0, 3.0]), TypeError, r"^target: .*integer"),
+    (True, TypeError, r"^target: "),
+])
+def test_bad_target(small_cnn, small_images, target, exc, match):
+    with pytest.raises(exc, match=match):
+        call(small_cnn, small_images, target=target)
+
+
+@pytest.mark.parametrize("baseline,exc,match", [
+    (torch.rand(2, 3, 16, 16), ValueError, r"^baseline: .*does not broadcast"),
+    (torch.rand(3, 8, 8), ValueError, r"^baseline: .*does not broadcast"),
+    (torch.full((3, 1, 1), float("nan")), ValueError, r"^baseline: .*NaN"),
+    ("black", TypeError, r"^baseline: "),
+])
+def test_bad_baseline(small_cnn, small_images, baseline, exc, match):
+    with pytest.raises(exc, match=match):
+        call(small_cnn, small_images, baseline=baseline)
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    ({"steps": 0}, ValueError, r"^steps: must be >= 1"),
+    ({"steps": -3}, ValueError, r"^steps: "),
+    ({"steps": 2.5}, TypeError, r"^steps: .*integer"),
+    ({"batch_size": 0}, ValueError, r"^batch_size: "),
+    ({"method": "gradcam"}, ValueError, r"^method: unknown value 'gradcam'"),
+    ({"rule": "simpson"}, ValueError, r"^rule: unknown value 'simpson'"),
+    ({"output": "softmax"}, ValueError, r"^output: unknown value 'softmax'"),
+    ({"backward": "guided-everything"}, ValueError, r"^backward: unknown value"),
+    ({"rule": "trapezoid", "steps": 1}, ValueError, r"^steps: .*trapezoid"),
+    ({"method": "vanilla", "idgi": True}, ValueError, r"^idgi: "),
+    ({"method": "vanilla", "rule": "middle"}, ValueError, r"^rule: "),
+])
+def test_bad_options(small_cnn, small_images, kw, exc, match):
+    kw = {"steps": 2, "batch_size": 4, **kw}
+    with pytest.raises(exc, match=match):
+        fastattr.explain(small_cnn, small_images, **kw)
+
+
+def test_unknown_method_option_names_option_and_method(small_cnn, small_images):
+    with pytest.raises(TypeError, match=r"^n_samples: unknown option of method 'ig'"):
+        call(small_cnn, small_images, n_samples=3)
+    with pytest.raises(TypeError, match=r"^foo: unknown option of method 'vanilla'"):
+        fastattr.attribute(small_cnn, small_images, method="vanilla", foo=1)
+
+
+@pytest.mark.parametrize("model,match", [(VectorOut().eval(), r"^model: .*\(N, K\).*\(4,\)"),
+                                         (TupleOut().eval(), r"^model: .*\(N, K\).*tuple")])
+def test_model_output_not_n_by_k(small_images, model, match):
+    with pytest.raises(ValueError, match=match):
+        call(model, small_images)
+
+
+def test_model_not_a_module(small_images):
+    with pytest.raises(TypeError, match=r"^model: .*nn.Module"):
+        call(lambda x: x, small_images)
+
+
+def test_training_mode_warns(small_cnn, small_images):
+    small_cnn.train()
+    with pytest.warns(UserWarning, match=r"^model: .*training mode"):
+        call(small_cnn, small_images)
+    assert small_cnn.training  # the call warns; it does not switch the caller's model
+
+
+def test_valid_variants_are_accepted(small_cnn, small_images):
+    """The accepted forms of target/baseline/inputs give the same map as the canonical form."""
+    x, t = small_images, torch.tensor([2, 2, 2, 2])
+    ref = fastattr.attribute(small_cnn, x, t, steps=3, batch_size=5)
+    same = [
+        fastattr.attribute(small_cnn, x, 2, steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x, torch.tensor(2, dtype=torch.int32), steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x, [2, 2, 2, 2], steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x, t.to(torch.uint8)[:, None], steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x, t, steps=3, batch_size=5, baseline=0.0),
+        fastattr.attribute(small_cnn, x, t, steps=3, batch_size=5, baseline=torch.zeros(3, 16, 16)),
+        fastattr.attribute(small_cnn, x, t, steps=3, batch_size=5, baseline=torch.zeros(1, 3, 16, 16)),
+        fastattr.attribute(small_cnn, x, t, steps=3, batch_size=5, baseline=torch.zeros(3, 1, 1, dtype=torch.float64)),
+        fastattr.attribute(small_cnn, x.double(), t, steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x.to(memory_format=torch.channels_last), t, steps=3, batch_size=5),
+        fastattr.attribute(small_cnn, x.clone().requires_grad_(True), t, steps=3, batch_size=5),
+    ]
+    for m in same:
+        assert m.dtype == torch.float32
+        torch.testing.assert_close(m, ref, rtol=0, atol=1e-7)
+
+
+def test_runs_under_no_grad_and_inference_mode(small_cnn, small_images):
+    ref = fastattr.attribute(small_cnn, small_images, 1, steps=3, batch_size=5)
+    with torch.no_grad():
+        a = fastattr.attribute(small_cnn, small_images, 1, steps=3, batch_size=5)
+    with torch.inference_mode():
+        b = fastattr.attribute(small_cnn, small_images, 1, steps=3, batch_size=5)
+    torch.testing.assert_close(a, ref, rtol=0, atol=0)
+    torch.testing.assert_close(b.clone(), ref, rtol=0, atol=0)
+    assert ref.abs().max() > 0
