@@ -1,6 +1,7 @@
 """Argument checks of the public API: every error names the parameter at fault."""
 from __future__ import annotations
 
+import inspect
 import numbers
 import warnings
 
@@ -88,8 +89,6 @@ def check_choice(value, name: str, choices) -> str:
 
 def check_method_options(fn, method: str, options: dict) -> None:
     """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
-    import inspect
-
     params = list(inspect.signature(fn).parameters.values())[1:]  # the first one is ctx
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
