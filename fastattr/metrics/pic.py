@@ -1,0 +1,174 @@
+"""SIC / AIC (Performance Information Curves, XRAI paper; IDGI paper 4.4/4.5): how fast the
+model's belief returns as the most salient pixels are revealed, against the information revealed.
+Two variants (SPEC.md "Metrics"): `pair` (exactly `saliency.metrics.pic`) and `idgi`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fastattr.metrics import pic_idgi, pic_pair
+from fastattr.metrics._common import as_engine, check_images, pixel_saliency, top_masks
+
+VARIANTS = ("pair", "idgi")
+
+
+@dataclass
+class PicResult:
+    """SIC and AIC of one saliency method over N images (aggregate AUCs and per-image detail)."""
+
+    variant: str
+    info: str  # 'entropy' or 'msssim'
+    sic: float  # AUC of the aggregate SIC curve (pair: median curve; idgi: binned medians)
+    aic: float  # AUC of the aggregate AIC curve (pair: mean curve; idgi: binned means)
+    curve_x: torch.Tensor  # (P,) information level of the aggregate curves
+    sic_curve: torch.Tensor  # (P,)
+    aic_curve: torch.Tensor  # (P,)
+    targets: torch.Tensor  # (N,)
+    # pair: 'sic_auc', 'aic_auc' (N,) NaN where skipped, 'sic_curves', 'aic_curves' (N, 1001),
+    # 'sic_skip', 'aic_skip' (lists of None or PAIR's reason); idgi: 'levels', 'ratios', 'correct' (N, 25)
+    per_image: dict = field(default_factory=dict)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8 (PAIR takes uint8 images)."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _from_uint8(a: np.ndarray, device) -> torch.Tensor:
+    """(P, H, W, 3) uint8 -> (P, 3, H, W) float32 / 255: what the model sees of a uint8 image."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def random_masks_like(n: int, h: int, w: int, fraction: float = 0.01, seed: int = 0) -> torch.Tensor:
+    """(n, h, w) bool masks with int(h*w*fraction) random pixels each (PAIR's generate_random_mask), seeded."""
+    g = torch.Generator().manual_seed(int(seed))
+    k = int(h * w * fraction)
+    out = torch.zeros(n, h * w, dtype=torch.bool)
+    for i in range(n):
+        out[i, torch.randperm(h * w, generator=g)[:k]] = True
+    return out.reshape(n, h, w)
+
+
+def _probs_and_correct(engine, imgs: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    logits = engine.logits(imgs).double()  # float64 softmax: no extra rounding on top of the model's
+    p = logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
+    return p.double().cpu().numpy(), (logits.argmax(1) == targets).double().cpu().numpy()
+
+
+def _aggregate(curves: list[np.ndarray], how: str, num_points: int) -> tuple[np.ndarray, float]:
+    """PAIR's aggregate_individual_pic_results: median or mean curve over images and its AUC."""
+    x = np.append(np.linspace(0.0, 1.0, num=num_points, endpoint=False), 1.0)
+    if not curves:
+        return np.full_like(x, np.nan), float("nan")
+    y = np.median(np.asarray(curves), axis=0) if how == "median" else np.mean(np.asarray(curves), axis=0)
+    return y, float(np.trapezoid(y, x))
+
+
+def _pic_pair(engine, x, sal, targets, random_masks, thresholds, min_pred, workers, num_points) -> PicResult:
+    n = x.shape[0]
+    imgs = _to_uint8(x)
+    sal_np = sal.cpu().numpy()
+    rm = random_masks.cpu().numpy()
+    t_count = len(thresholds)
+    tasks = []
+    for i in range(n):  # per image: the original, the fully blurred image, one image per threshold
+        masks = pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)
+        tasks += [(imgs[i], None), (imgs[i], rm[i])] + [(imgs[i], m) for m in masks]
+    done = pic_pair.parallel_map(pic_pair.blur_and_measure, tasks, workers)
+    per = t_count + 2
+    # every image of every threshold through the model in one chunked call
+    stack = np.stack([imgs[i] if j == 0 else done[i * per + j][0] for i in range(n) for j in range(per)])
+    p, correct = _probs_and_correct(engine, _from_uint8(stack, x.device), targets.repeat_interleave(per))
+    ent = np.array([d[1] for d in done], dtype=np.float64).reshape(n, per)
+    p, correct = p.reshape(n, per), correct.reshape(n, per)
+
+    out = {}
+    for name, pred in (("sic", p), ("aic", correct)):
+        curves, aucs, skips, kept = [], np.full(n, np.nan), [], []
+        for i in range(n):
+            cy, r = pic_pair.pair_curve(ent[i, 1:], pred[i, 1:], ent[i, 0], pred[i, 0], min_pred,
+                                        num_points=num_points)
+            curves.append(cy if cy is not None else np.full(num_points + 1, np.nan))
+            skips.append(None if cy is not None else r)
+            if cy is not None:
+                aucs[i] = r
+                kept.append(cy)
+        agg, auc = _aggregate(kept, "median" if name == "sic" else "mean", num_points)
+        out[name] = (agg, auc, torch.from_numpy(aucs), torch.from_numpy(np.stack(curves)), skips)
+    cx = torch.from_numpy(np.append(np.linspace(0.0, 1.0, num=num_points, endpoint=False), 1.0))
+    per_image = {f"{k}_{f}": out[k][j] for k in ("sic", "aic") for j, f in ((2, "auc"), (3, "curves"), (4, "skip"))}
+    return PicResult("pair", "entropy", out["sic"][1], out["aic"][1], cx, torch.from_numpy(out["sic"][0]),
+                     torch.from_numpy(out["aic"][0]), targets.cpu(), per_image)
+
+
+def _pic_idgi(engine, x, sal, targets, info, workers) -> PicResult:
+    n, _, h, w = x.shape
+    imgs = _to_uint8(x)
+    bases = np.stack([pic_idgi.pil_blur(im) for im in imgs])
+    pct = torch.linspace(0, 100, pic_idgi.N_THRESHOLDS, dtype=torch.float64)
+    counts = torch.round(pct / 100 * (h * w)).long()
+    masks = top_masks(sal.cpu(), counts).numpy()[..., None]  # (N, T, H, W, 1)
+    bokeh = np.where(masks, imgs[:, None], bases[:, None])  # (N, T, H, W, 3) uint8
+    t = bokeh.shape[1]
+    # inputs and bokeh images through the model in one chunked call
+    stack = np.concatenate([imgs, bokeh.reshape(n * t, h, w, 3)])
+    tt = torch.cat([targets, targets.repeat_interleave(t)])
+    p, correct = _probs_and_correct(engine, _from_uint8(stack, x.device), tt)
+    ratios = torch.from_numpy(p[n:].reshape(n, t) / np.maximum(p[:n, None], 1e-12))
+    correct = torch.from_numpy(correct[n:].reshape(n, t))
+    if info == "entropy":
+        items = list(imgs) + list(bases) + list(bokeh.reshape(n * t, h, w, 3))
+        sizes = np.array(pic_pair.parallel_map(pic_pair.webp_length, items, workers), dtype=np.float64)
+        levels = torch.from_numpy(np.stack([
+            pic_idgi.entropy_levels(sizes[2 * n + i * t: 2 * n + (i + 1) * t], sizes[n + i], sizes[i])
+            for i in range(n)]))
+    else:
+        levels = torch.stack([pic_idgi.msssim_levels(_from_uint8(bokeh[i], "cpu"), _from_uint8(imgs[i:i + 1], "cpu")[0])
+                              for i in range(n)])
+    cx, sic_c, aic_c, sic, aic, _ = pic_idgi.binned_curves(levels, ratios, correct)
+    return PicResult("idgi", info, sic, aic, cx, sic_c, aic_c, targets.cpu(),
+                     {"levels": levels, "ratios": ratios, "correct": correct})
+
+
+def pic(model, images: torch.Tensor, attributions: torch.Tensor, targets=None, *, variant: str = "pair",
+        info: str = "entropy", random_masks: torch.Tensor | None = None, seed: int = 0,
+        thresholds=pic_pair.PAIR_THRESHOLDS, min_pred: float = 0.8, absolute: bool = False,
+        workers: int | None = None, batch_size: int | None = None, num_points: int = 1000) -> PicResult:
+    """SIC and AIC of maps (N, C, H, W) or (N, H, W) on images (N, 3, H, W) in [0, 1] (seen by the
+    model as uint8 / 255). variant='pair': PAIR's compute_pic_metric per image (random_masks
+    (N, H, W) bool, default seeded 1%) aggregated by median (SIC) / mean (AIC); variant='idgi':
+    info='entropy' or 'msssim', 25 bokeh thresholds, 100 bins. workers: processes for the image side."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    if info not in pic_idgi.INFOS:
+        raise ValueError(f"info: expected one of {pic_idgi.INFOS}, got {info!r}")
+    if variant == "pair" and info != "entropy":
+        raise ValueError("info: variant='pair' measures information by WebP size only (info='entropy')")
+    engine = as_engine(model, batch_size)
+    x = check_images(images, engine)
+    if x.shape[1] != 3:
+        raise ValueError(f"images: PIC encodes RGB images, expected 3 channels, got {x.shape[1]}")
+    n, _, h, w = x.shape
+    sal = pixel_saliency(attributions, (n, h, w), absolute)
+    workers = pic_pair.default_workers() if workers is None else int(workers)
+    with engine.session():
+        if targets is None:  # the class the model predicts on the uint8 image it is shown
+            targets = engine.logits(_from_uint8(_to_uint8(x), x.device)).argmax(1)
+        else:
+            targets = torch.as_tensor(targets, device=x.device).long().reshape(-1)
+            targets = targets.expand(n).contiguous() if targets.numel() == 1 else targets
+            if targets.shape[0] != n:
+                raise ValueError(f"targets: expected {n} class indices, got {targets.shape[0]}")
+        if variant == "idgi":
+            return _pic_idgi(engine, x, sal, targets, info, workers)
+        if random_masks is None:
+            random_masks = random_masks_like(n, h, w, seed=seed)
+        if not isinstance(random_masks, torch.Tensor) or tuple(random_masks.shape) != (n, h, w):
+            raise ValueError(f"random_masks: expected an ({n}, {h}, {w}) bool tensor")
+        thresholds = [float(t) for t in thresholds]
+        if not thresholds or any(not 0 < a < 1 for a in thresholds) or thresholds != sorted(thresholds):
+            raise ValueError(f"thresholds: expected ascending fractions in (0, 1), got {thresholds}")
+        return _pic_pair(engine, x, sal, targets, random_masks.bool(), thresholds, float(min_pred), workers,
+                         int(num_points))
