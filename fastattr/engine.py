@@ -57,7 +57,8 @@ class Engine:
     """Evaluates f_c(x) and d f_c / dx for chunks of at most `batch_size` points of one model."""
 
     def __init__(self, model: nn.Module, *, output: str = "probability", batch_size: int | None = None,
-                 compile: bool = False, backward: str = "standard", progress=None):
+                 compile: bool = False, backward: str = "standard", progress=None,
+                 channels_last: bool = False):
         self.model = model
         self.output = output
         self.device = model_device(model)
@@ -66,6 +67,7 @@ class Engine:
         # A compiled model sees one shape only if the last chunk is padded; eager gains nothing
         # from padding (no shape specialisation), so it would be pure waste there.
         self.pad = compile
+        self.channels_last = channels_last
         self.backward = backward
         self.progress = progress  # a tqdm-like object with .update(n), or None
         self.grad_evals = 0  # real (unpadded) points that got a forward+backward
@@ -76,6 +78,12 @@ class Engine:
 
     # -- model call -------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            # Convolutions run faster on channels-last activations (oneDNN on CPU: EfficientNet-
+            # Lite0 forward+backward at batch 8 took 2.08 s vs 2.52 s per 32 points, measured
+            # interleaved here); the copy is differentiable, so gradients come back as NCHW.
+            # Opt-in: it changes convolution rounding, which moves gradients at ReLU6 kinks.
+            x = x.contiguous(memory_format=torch.channels_last)
         out = _compiled()(self.model, x) if self.compile else self.model(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

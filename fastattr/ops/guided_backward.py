@@ -20,11 +20,24 @@ if HAS_TRITON:
     except ImportError:  # an older Triton without what the kernels need: references on CUDA
         _act_cuda = _pool_cuda = None
 
+
+
+def _strided_like_grad_out(kernel):
+    """The op returns grad_out's layout (what the fake kernel promises to compiled graphs): the
+    eager kernels may follow `saved`'s layout instead (e.g. channels-last activations)."""
+
+    def run(grad_out, saved, act, a, b, c):
+        out = kernel(grad_out, saved, act, a, b, c)
+        return out if out.stride() == grad_out.stride() else torch.empty_like(grad_out).copy_(out)
+
+    return run
+
+
 define_op(
     "guided_act_backward",
     "guided_act_backward(Tensor grad_out, Tensor saved, int act, float a, float b, float c) -> Tensor",
-    guided_act_backward_ref,
-    cuda=_act_cuda,
+    _strided_like_grad_out(guided_act_backward_ref),
+    cuda=_strided_like_grad_out(_act_cuda) if _act_cuda is not None else None,
 )
 define_op(
     "guided_max_pool2d_backward",
