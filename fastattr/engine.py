@@ -10,9 +10,9 @@ from torch import nn
 
 OUTPUTS = ("probability", "logit")
 
-# Chunk sizes measured per device (bench/batch_size.py): on the 2-core CPU, EfficientNet-Lite0 at
-# 224x224 costs less per image at batch 8 than at 4, 16 or 50 (cache-resident activations); on a
-# GPU larger chunks fill the device.
+# Chunk sizes measured per device (bench/bench_batch_size.py): on the 2-core CPU, EfficientNet-Lite0
+# at 224x224 costs 79/65/54/70/86 ms per point at chunks of 1/4/8/16/32 (cache-resident
+# activations at 8); on a GPU larger chunks fill the device (not measured here: no GPU).
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
 
 
