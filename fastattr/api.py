@@ -27,13 +27,9 @@ class Explanation:
     extras: dict = field(default_factory=dict)  # method-specific reports
 
 
-def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
-            steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
-            output: str = "probability", batch_size: int | None = None, compile: bool = False,
-            progress: bool = False, **method_options) -> Explanation:
-    """Attribution maps (N, C, H, W) with their targets, scores and completeness delta per image."""
-    v.check_model(model)
-    x = v.check_inputs(inputs)
+def check_call_options(method: str, rule: str, output: str, backward: str, steps, batch_size,
+                       idgi: bool) -> tuple[int | None, int | None]:
+    """Checks the options explain and Explainer share; returns the checked (steps, batch_size)."""
     v.check_choice(method, "method", METHODS)
     v.check_choice(rule, "rule", RULES)
     v.check_choice(output, "output", OUTPUTS)
@@ -45,6 +41,17 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
         raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
     if rule != "left" and not spec.rules:
         raise ValueError(f"rule: method {method!r} has no integration rule (rule= is for 'ig')")
+    return steps, batch_size
+
+
+def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
+            steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
+            output: str = "probability", batch_size: int | None = None, compile: bool = False,
+            progress: bool = False, **method_options) -> Explanation:
+    """Attribution maps (N, C, H, W) with their targets, scores and completeness delta per image."""
+    v.check_model(model)
+    x = v.check_inputs(inputs)
+    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
 
     device = model_device(model)
     x = x.detach().to(device=device, dtype=torch.float32).contiguous()

@@ -14,11 +14,9 @@ import torch
 from torch import nn
 
 from fastattr import validation as v
-from fastattr.api import Explanation, explain_with_engine
-from fastattr.backward import BACKWARDS
-from fastattr.engine import OUTPUTS, Engine, model_device, select_output
+from fastattr.api import Explanation, check_call_options, explain_with_engine
+from fastattr.engine import Engine, model_device, select_output
 from fastattr.methods import METHODS
-from fastattr.methods.integrated_gradients import RULES
 
 
 class CudaGraphEngine(Engine):
@@ -86,18 +84,8 @@ class Explainer:
                  output: str = "probability", batch_size: int | None = None, compile: bool = False,
                  cuda_graphs: bool | None = None, progress: bool = False, **method_options):
         v.check_model(model)
-        v.check_choice(method, "method", METHODS)
-        v.check_choice(rule, "rule", RULES)
-        v.check_choice(output, "output", OUTPUTS)
-        v.check_choice(backward, "backward", BACKWARDS)
-        self.steps = v.check_positive_int(steps, "steps")
-        batch_size = v.check_positive_int(batch_size, "batch_size")
-        spec = METHODS[method]
-        if idgi and not spec.path:
-            raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
-        if rule != "left" and not spec.rules:
-            raise ValueError(f"rule: method {method!r} has no integration rule (rule= is for 'ig')")
-        v.check_method_options(spec.fn, method, method_options)  # fail at construction, not first call
+        self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
+        v.check_method_options(METHODS[method].fn, method, method_options)  # fail at construction, not first call
         if isinstance(baseline, bool) or not (baseline is None or isinstance(baseline, (int, float, torch.Tensor))):
             raise TypeError(f"baseline: expected None, a number or a tensor, got {type(baseline).__name__}")
         self.model, self.method, self.rule, self.idgi = model, method, rule, bool(idgi)

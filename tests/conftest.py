@@ -22,6 +22,17 @@ def make_small_cnn(seed: int = 0, num_classes: int = 10, pool: str = "max") -> n
     return model.eval()
 
 
+class Softmax(nn.Module):
+    """model followed by softmax: references (captum) explain the probability like fastattr."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).softmax(dim=-1)
+
+
 @pytest.fixture
 def small_cnn() -> nn.Module:
     return make_small_cnn()

@@ -16,6 +16,7 @@ from captum.attr import IntegratedGradients as CaptumIG
 from torch import nn
 
 import fastattr
+from conftest import Softmax
 from fastattr.backward.guided import GuidedMode
 from fastattr.kernels import guided_backward as kgb
 
@@ -38,13 +39,6 @@ def hooked_copy(model: nn.Module) -> nn.Module:
     return m
 
 
-class Softmax(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).softmax(dim=-1)
 
 
 @pytest.mark.parametrize("output", ["probability", "logit"])

@@ -6,24 +6,14 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from saliency.core import INPUT_OUTPUT_GRADIENTS
 from saliency.core import IntegratedGradients as PairIG
-from torch import nn
 
 import fastattr
-from conftest import make_small_cnn
+from conftest import Softmax, make_small_cnn
 
 CAPTUM_METHOD = {"left": "riemann_left", "right": "riemann_right", "middle": "riemann_middle",
                  "trapezoid": "riemann_trapezoid"}
 
 
-class Softmax(nn.Module):
-    """model followed by softmax: captum explains the wrapped model's output column."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x).softmax(dim=-1)
 
 
 def captum_ig(model, x, target, steps, rule, output, baseline=None):
