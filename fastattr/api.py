@@ -47,7 +47,7 @@ def check_call_options(method: str, rule: str, output: str, backward: str, steps
 def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
             steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
             output: str = "probability", batch_size: int | None = None, compile: bool = False,
-            progress: bool = False, **method_options) -> Explanation:
+            progress: bool = False, channels_last: bool | None = None, **method_options) -> Explanation:
     """Attribution maps (N, C, H, W) with their targets, scores and completeness delta per image."""
     v.check_model(model)
     x = v.check_inputs(inputs)
@@ -56,7 +56,8 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
     device = model_device(model)
     x = x.detach().to(device=device, dtype=torch.float32).contiguous()
     b = v.check_baseline(baseline, x)
-    engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward)
+    engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
+                    channels_last=channels_last)
     return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
 
 
@@ -86,8 +87,8 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
 def attribute(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
               steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
               output: str = "probability", batch_size: int | None = None, compile: bool = False,
-              **method_options) -> torch.Tensor:
+              channels_last: bool | None = None, **method_options) -> torch.Tensor:
     """Attribution maps of `inputs` (N, C, H, W) for `target` (None: argmax), float32 (N, C, H, W)."""
     return explain(model, inputs, target, method=method, baseline=baseline, steps=steps, rule=rule,
                    idgi=idgi, backward=backward, output=output, batch_size=batch_size, compile=compile,
-                   **method_options).attributions
+                   channels_last=channels_last, **method_options).attributions

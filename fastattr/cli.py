@@ -26,6 +26,9 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
                    help="explain the softmax probability (default) or the logit")
     p.add_argument("--batch-size", type=int, default=None, help="points per forward+backward (default: per device)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False, default=None,
+                   help="feed the model NCHW tensors (default: channels-last for conv models, faster; "
+                        "NCHW reproduces other libraries' rounding bit for bit)")
     p.add_argument("--model", default="default",
                    help="'default' (bundled EfficientNet-Lite0) or a file saved with torch.save(model) / TorchScript")
 
@@ -62,7 +65,7 @@ def main_explain(args) -> int:
     label = args.method + (" + IDGI" if args.idgi else "") + (" (guided)" if args.backward == "guided" else "")
     ex = explain(model, images, args.target, method=args.method, idgi=args.idgi, steps=args.steps,
                  rule=args.rule, backward=args.backward, output=args.output, batch_size=args.batch_size,
-                 compile=args.compile, progress=not args.no_progress)
+                 compile=args.compile, channels_last=args.channels_last, progress=not args.no_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.method + ("_idgi" if args.idgi else "") + ("_guided" if args.backward == "guided" else "")

@@ -82,7 +82,8 @@ class Explainer:
     def __init__(self, model: nn.Module, method: str = "ig", *, baseline=None, steps: int | None = None,
                  rule: str = "left", idgi: bool = False, backward: str = "standard",
                  output: str = "probability", batch_size: int | None = None, compile: bool = False,
-                 cuda_graphs: bool | None = None, progress: bool = False, **method_options):
+                 cuda_graphs: bool | None = None, progress: bool = False, channels_last: bool | None = None,
+                 **method_options):
         v.check_model(model)
         self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
         v.check_method_options(METHODS[method].fn, method, method_options)  # fail at construction, not first call
@@ -93,7 +94,8 @@ class Explainer:
         self.device = model_device(model)
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
-        options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward)
+        options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward,
+                       channels_last=channels_last)
         self.engine = CudaGraphEngine(model, **options) if cuda_graphs else Engine(model, **options)
         self._baseline = baseline.detach() if isinstance(baseline, torch.Tensor) else baseline
         self._baselines: dict[tuple, torch.Tensor] = {}  # input shape -> (N, C, H, W) baseline

@@ -89,10 +89,13 @@ def test_all_branches_exercised_against_oracle(small_images):
 
 
 def test_batch_size_does_not_change_the_map(small_cnn, small_images):
+    # A sign iteration amplifies one-ulp gradient changes into different paths, so this needs
+    # gradients that are bit-identical across chunk shapes: oneDNN's NCHW kernels give that on
+    # this model, its channels-last ones do not (channels_last=True agrees to rounding only).
     maps, evals = [], []
     for bs in (1, 3, 16):
         exp = fastattr.explain(small_cnn, small_images, method="neflag", n=5, m=5, eps=0.2, batch_size=bs,
-                               generator=torch.Generator().manual_seed(2))
+                               generator=torch.Generator().manual_seed(2), channels_last=False)
         maps.append(exp.attributions)
         evals.append(exp.grad_evals)
     torch.testing.assert_close(maps[0], maps[1], rtol=1e-5, atol=1e-6)
@@ -164,7 +167,9 @@ def test_effnet_matches_oracle(effnet, photos):
     """The real model, one photo, few samples: batched method == sample-by-sample oracle."""
     x = photos[:1]
     kw = dict(eps=0.1, n=3, m=3, norm="linf")
-    exp = fastattr.explain(effnet, x, method="neflag", generator=torch.Generator().manual_seed(0), **kw)
+    # The oracle calls the model on NCHW tensors; the sign iteration needs the same kernels.
+    exp = fastattr.explain(effnet, x, method="neflag", generator=torch.Generator().manual_seed(0),
+                           channels_last=False, **kw)
     ref, evals, negatives, _ = oracle(effnet, x, exp.target, generator=torch.Generator().manual_seed(0), **kw)
     assert exp.grad_evals == evals
     assert int(exp.extras["negative_flux"].sum()) == negatives

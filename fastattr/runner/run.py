@@ -21,7 +21,7 @@ from torch import nn
 
 import fastattr
 from fastattr import validation as v
-from fastattr.engine import OUTPUTS, default_batch_size
+from fastattr.engine import OUTPUTS, default_batch_size, uses_conv2d
 from fastattr.methods import METHODS
 from fastattr.methods.integrated_gradients import RULES
 from fastattr.runner.distributed import Dist, default_threads, setup, teardown
@@ -93,7 +93,8 @@ def _grad_evals_per_image(ex, n: int) -> list:
 
 def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, steps: int | None = None,
         rule: str = "left", backward: str = "standard", output: str = "probability",
-        batch_size: int | None = None, compile: bool = False, size: int = 224, target="predicted",
+        batch_size: int | None = None, compile: bool = False, channels_last: bool | None = None,
+        size: int = 224, target="predicted",
         dtype: str = "float32", shard_size: int = 64, images_per_call: int = 16, workers: int | None = None,
         threads: int | None = None, device: str | None = None, progress: bool = True,
         method_options: dict | None = None) -> RunSummary:
@@ -140,6 +141,8 @@ def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, 
             model_id = {"model": spec_str,
                         "model_sha256": None if spec_str == "default" else _file_sha256(spec_str)}
         net = net.to(d.device)
+        if channels_last is None:
+            channels_last = uses_conv2d(net)
         n, n_shards = len(images), math.ceil(len(images) / shard_size)
         # Every option that changes a map's bits; threads and world size are left out on purpose
         # (resuming on another number of ranks is legitimate; see the README on bit-identity).
@@ -148,6 +151,7 @@ def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, 
                   "steps": steps if steps is not None else spec.default_steps, "rule": rule,
                   "backward": backward, "output": output,
                   "batch_size": batch_size or default_batch_size(d.device), "compile": bool(compile),
+                  "channels_last": bool(channels_last),
                   "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
                   "images_per_call": images_per_call, "method_options": method_options}
         if d.rank == 0:
@@ -172,7 +176,8 @@ def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, 
         names = class_name if model_id["model"] == "default" else None  # ImageNet names
         t0 = time.perf_counter()
         explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
-                               output=output, batch_size=batch_size, compile=compile, **method_options)
+                               output=output, batch_size=batch_size, compile=compile,
+                               channels_last=channels_last, **method_options)
         _loop(net, images, groups, owner, out, d, target, dtype, size, names,
               explain_options, workers, progress)
         summary = RunSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups),
