@@ -16,7 +16,9 @@ import torch
 __all__ = ["pixel_saliency", "clip_percentile", "overlay", "save_heatmap", "save_grid"]
 
 
-_MAX_PNG_BYTES = 150_000  # beyond this the PNG is re-saved with a 256-colour palette
+# Beyond this a PNG is re-saved with a 256-colour palette. A palette posterises the photos in a
+# map grid (one palette for dozens of photos and colour maps), so only very large figures get it.
+_MAX_PNG_BYTES = 4_000_000
 
 
 def _np(x) -> np.ndarray:
@@ -89,7 +91,7 @@ def overlay(image, attribution, cmap: str = "inferno", alpha: float = 0.85, lo: 
 
 
 def _save(fig, path) -> None:
-    """Save a Figure as PNG; re-save with a 256-colour palette if larger than ~150 KB."""
+    """Save a Figure as PNG; re-save with a 256-colour palette if larger than _MAX_PNG_BYTES."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
