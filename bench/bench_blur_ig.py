@@ -28,7 +28,7 @@ from peers import pair_call_model_function  # noqa: E402
 import fastattr  # noqa: E402
 from fastattr.engine import default_batch_size  # noqa: E402
 from fastattr.kernels.gaussian_blur import blur_matrices  # noqa: E402
-from fastattr.methods.blur_ig import blur_sigmas  # noqa: E402
+from fastattr.methods.blur_ig import blur_sigmas, finite_difference_blurs  # noqa: E402
 from fastattr.ops.gaussian_blur import gaussian_blur  # noqa: E402
 
 
@@ -60,17 +60,16 @@ def gemm_pyramid(image: torch.Tensor, sigmas: torch.Tensor, grad_step: float, ch
 
 
 def op_pyramid(image: torch.Tensor, sigmas: torch.Tensor, grad_step: float, exact: bool, chunk: int = 8):
-    """fastattr::gaussian_blur chunk by chunk as Blur IG calls it (8 steps per engine chunk)."""
+    """The method's blur work chunk by chunk as Blur IG does it (8 steps per engine chunk)."""
 
     def run():
-        x = image[None]
+        x = image[None] if exact else image[None].double()  # finite blurs in float64, as the method
         for s0 in range(0, len(sigmas), chunk):
             s = sigmas[s0:s0 + chunk]
             if exact:
                 gaussian_blur(x, s, torch.zeros(len(s), dtype=torch.long), derivative=True)
             else:
-                both = gaussian_blur(x, torch.cat([s, s + grad_step]), torch.zeros(2 * len(s), dtype=torch.long))
-                _ = (both[len(s):] - both[: len(s)]) / grad_step
+                finite_difference_blurs(x, s, torch.zeros(len(s), dtype=torch.long), grad_step)
 
     return run
 
@@ -120,7 +119,8 @@ def main() -> None:
     target = int(model(x).argmax())
     steps = args.steps
     cands = {
-        "floor": floor_fn(model, image, steps, batch),
+        "floor": floor_fn(model, image, steps, batch),  # the engine's memory format (channels-last)
+        "floor NCHW": floor_fn(model, image, steps, batch, channels_last=False),
         "fastattr blur_ig (finite)": lambda: fastattr.attribute(model, x, target, method="blur_ig", steps=steps),
         "fastattr blur_ig (exact)": lambda: fastattr.attribute(model, x, target, method="blur_ig", steps=steps,
                                                                derivative="exact"),
