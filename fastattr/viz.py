@@ -16,9 +16,11 @@ import torch
 __all__ = ["pixel_saliency", "clip_percentile", "overlay", "save_heatmap", "save_grid"]
 
 
-# Beyond this a PNG is re-saved with a 256-colour palette. A palette posterises the photos in a
-# map grid (one palette for dozens of photos and colour maps), so only very large figures get it.
-_MAX_PNG_BYTES = 4_000_000
+# Beyond these sizes a PNG is re-saved with a 256-colour palette: heatmaps (one photo, written per
+# image) stay small; a map grid shares one palette among dozens of photos and colour maps, which
+# posterises the photos, so only very large grids get it.
+HEATMAP_MAX_BYTES = 150_000
+GRID_MAX_BYTES = 4_000_000
 
 
 def _np(x) -> np.ndarray:
@@ -90,15 +92,15 @@ def overlay(image, attribution, cmap: str = "inferno", alpha: float = 0.85, lo: 
     return (1.0 - a) * grey + a * colour
 
 
-def _save(fig, path) -> None:
-    """Save a Figure as PNG; re-save with a 256-colour palette if larger than _MAX_PNG_BYTES."""
+def _save(fig, path, max_bytes: int) -> None:
+    """Save a Figure as PNG; re-save with a 256-colour palette if larger than max_bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
     data = buf.getvalue()
-    if len(data) > _MAX_PNG_BYTES:
+    if len(data) > max_bytes:
         from PIL import Image
 
         im = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
@@ -127,7 +129,7 @@ def save_heatmap(path, image, attribution, title: str = "", cmap: str = "inferno
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
-    _save(fig, path)
+    _save(fig, path, HEATMAP_MAX_BYTES)
 
 
 def save_grid(
@@ -184,4 +186,4 @@ def save_grid(
         if row_titles is not None:
             axes[r, 0].set_ylabel(row_titles[r], fontsize=9)
     fig.tight_layout(pad=0.3)
-    _save(fig, path)
+    _save(fig, path, GRID_MAX_BYTES)

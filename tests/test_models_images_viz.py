@@ -174,5 +174,6 @@ def test_save_heatmap_and_grid(tmp_path, bundled):
         assert im.format == "PNG"
         w, h = im.size
         assert w > h > 200  # 3 columns x 2 rows
+        assert im.mode in ("RGB", "RGBA"), "a grid of photos keeps full colour (no palette)"
     with pytest.raises(ValueError):
         viz.save_grid(gpath, imgs, {"IG": [attr]})
