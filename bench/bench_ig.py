@@ -28,7 +28,8 @@ from fastattr.engine import default_batch_size  # noqa: E402
 def candidates(model, image, target, steps, batch, with_compile):
     x = image[None]
     c = {
-        "floor": floor_fn(model, image, steps, batch),
+        "floor": floor_fn(model, image, steps, batch),  # the engine's memory format (channels-last)
+        "floor NCHW": floor_fn(model, image, steps, batch, channels_last=False),
         "fastattr IG": lambda: fastattr.attribute(model, x, target, steps=steps, batch_size=batch),
         "fastattr IDGI-IG": lambda: fastattr.attribute(model, x, target, steps=steps, idgi=True, batch_size=batch),
     }
@@ -84,7 +85,7 @@ def main() -> None:
     t2 = interleaved(candidates(tiny, small, 3, tsteps, batch, False), repeats=args.repeats)
     print("\n" + report(t2, title=f"tiny model 32x32, {tsteps} steps (per-step overhead)"))
     m2 = {k: statistics.median(v) for k, v in t2.items()}
-    over = {k: (m2[k] - m2["floor"]) / tsteps * 1e6 for k in m2 if k != "floor"}
+    over = {k: (m2[k] - m2["floor"]) / tsteps * 1e6 for k in m2 if not k.startswith("floor")}
     print("\nper-step overhead over the floor (us/step): " + ", ".join(f"{k}: {v:.1f}" for k, v in over.items()))
     fa = max(over["fastattr IG"], 1e-3)
     print(f"PAIR / fastattr overhead: {over['PAIR IG (batch 8)'] / fa:.1f}x; "

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fastattr.engine import uses_conv2d
+
 
 def tiny_model(num_classes: int = 10, seed: int = 0) -> nn.Module:
     """One conv, pool, linear: costs almost nothing, so per-step library overhead dominates."""
@@ -21,10 +23,14 @@ def tiny_model(num_classes: int = 10, seed: int = 0) -> nn.Module:
 
 
 def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
-             output: str = "probability") -> Callable[[], None]:
+             output: str = "probability", channels_last: bool | None = None) -> Callable[[], None]:
     """The model-only floor: `passes` points of f_c forward+backward w.r.t. the input, in chunks
-    of `batch`, parameters frozen, no attribution arithmetic. image (C, H, W)."""
+    of `batch`, parameters frozen, no attribution arithmetic. image (C, H, W). channels_last None:
+    the memory format the engine feeds this model (channels-last for conv models)."""
     flags = [p.requires_grad for p in model.parameters()]
+    if channels_last is None:
+        channels_last = uses_conv2d(model)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def run():
         for p in model.parameters():
@@ -33,7 +39,7 @@ def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
             done = 0
             while done < passes:
                 n = min(batch, passes - done)
-                x = image.expand(n, *image.shape).clone().requires_grad_(True)
+                x = image.expand(n, *image.shape).clone(memory_format=fmt).requires_grad_(True)
                 logits = model(x)
                 y = logits.softmax(-1)[:, 0] if output == "probability" else logits[:, 0]
                 torch.autograd.grad(y.sum(), x)

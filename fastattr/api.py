@@ -69,6 +69,7 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
     spec = METHODS[method]
     v.check_method_options(spec.fn, method, method_options)
     evals_before = engine.grad_evals
+    engine.fit_batch(x[0].numel())
     with engine.session():
         logits = engine.logits(x)  # one forward: the target when none is given, and f_c(x)
         t = v.check_target(target, x.shape[0], logits.shape[1], x.device)

@@ -16,9 +16,20 @@ OUTPUTS = ("probability", "logit")
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Chunk size (points per forward+backward) for `device` when the caller gives none."""
-    return DEFAULT_BATCH.get(device.type, 16)
+# Inputs smaller than 224x224x3 get proportionally larger chunks (same elements per chunk, so
+# roughly the same activation memory), up to MAX_BATCH: for cheap models the per-call cost of
+# Python and autograd dominates (bench/bench_batch_size.py --tiny).
+REFERENCE_POINT_NUMEL = 3 * 224 * 224
+MAX_BATCH = 128
+
+
+def default_batch_size(device: torch.device, point_numel: int | None = None) -> int:
+    """Chunk size (points per forward+backward) for `device` and points of `point_numel` elements
+    (None: 224x224x3) when the caller gives none."""
+    base = DEFAULT_BATCH.get(device.type, 16)
+    if not point_numel or point_numel >= REFERENCE_POINT_NUMEL:
+        return base
+    return max(base, min(MAX_BATCH, base * REFERENCE_POINT_NUMEL // point_numel))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -69,6 +80,7 @@ class Engine:
         self.model = model
         self.output = output
         self.device = model_device(model)
+        self.auto_batch = not batch_size  # chosen per input size by fit_batch()
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
         self.compile = compile
         # A compiled model sees one shape only if the last chunk is padded; eager gains nothing
@@ -82,6 +94,11 @@ class Engine:
         self._depth = 0
         self._saved_flags: list[tuple[nn.Parameter, bool]] = []
         self._backward_ctx = None
+
+    def fit_batch(self, point_numel: int) -> None:
+        """Size the chunks for points of `point_numel` elements, unless the caller fixed them."""
+        if self.auto_batch:
+            self.batch_size = default_batch_size(self.device, point_numel)
 
     # -- model call -------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -149,3 +149,21 @@ def test_compile_equals_eager_and_sees_one_shape(small_images, monkeypatch):
     torch.testing.assert_close(compiled.attributions, eager.attributions, rtol=0,
                                atol=1e-5 * eager.attributions.abs().max().item())
     torch.testing.assert_close(compiled.scores, eager.scores)
+
+
+def test_default_chunk_grows_for_small_inputs(small_cnn):
+    cpu = torch.device("cpu")
+    base = engine_mod.DEFAULT_BATCH["cpu"]
+    assert engine_mod.default_batch_size(cpu) == base
+    assert engine_mod.default_batch_size(cpu, 3 * 224 * 224) == base
+    assert engine_mod.default_batch_size(cpu, 3 * 512 * 512) == base  # never below the measured size
+    assert engine_mod.default_batch_size(cpu, 3 * 112 * 112) == 4 * base  # same elements per chunk
+    assert engine_mod.default_batch_size(cpu, 3 * 8 * 8) == engine_mod.MAX_BATCH
+    model = Recorder(small_cnn).eval()
+    x = torch.rand(2, 3, 16, 16)
+    e = fastattr.explain(model, x, steps=100)  # 200 points of 768 elements: chunks of MAX_BATCH
+    grad_sizes = [b for b, grad in model.calls if grad]
+    assert grad_sizes == [engine_mod.MAX_BATCH, 200 - engine_mod.MAX_BATCH] and e.grad_evals == 200
+    model.calls.clear()
+    fastattr.explain(model, x, steps=100, batch_size=7)  # the caller's size is kept
+    assert max(b for b, grad in model.calls if grad) == 7
