@@ -8,19 +8,19 @@
 // x (N, C, H, W) float32/float64, sigma (P,) >= 0 finite, index (P,) int64 rows of x.
 // Returns (out (P, C, H, W), dout (P, C, H, W) or an empty tensor when derivative is false).
 //
-// Algorithm (chosen by measurement, bench/bench_blur_ig.py; 2-core box shared with other jobs,
-// so only same-run ratios mean anything): a direct separable pass whose taps are clipped to the
-// image (zero padding contributes nothing), written as row axpys so both passes vectorise. Its
-// cost per pixel is min(2r+1, H) + min(2r+1, W) multiply-adds, so even sigma = 50 on 224 px
-// (r = 200, wider than the image) costs at most H + W per pixel: the work of the banded matrix
-// product B_h X B_w^T without building the matrices, and far less for small sigma. One run on
-// the shared box (load average ~7), sigma 0..50 at 224x224x3: 100 blurs + exact derivatives with
-// this kernel 6.3-10.4 s; 200 plain blurs as float32 Toeplitz GEMM (MKL) 5.2-8.6 s; 208 as float32
-// rfft2/irfft2 of the zero-padded image 5.2-7.5 s; with this kernel 200 plain blurs took 5.1-6.8 s
-// in a later run. No alternative was clearly faster, the direct form is the one the raw CUDA kernel
-// shares (same header), and FFT loses float32 accuracy in Blur IG's finite differences. A
-// register-blocked variant (symmetric taps, column strips, transposed second pass) measured
-// 1.4-2x slower than these axpys and was dropped.
+// Algorithm (chosen by measurement, bench/bench_blur_ig.py): two strategies per (image, sigma) pair.
+//  - radius <= kDirectMaxRadius: a direct separable pass whose taps are clipped to the image
+//    (zero padding contributes nothing), written as row axpys so both passes vectorise; it costs
+//    min(2r+1, H) + min(2r+1, W) multiply-adds per pixel and needs no matrices.
+//  - wider kernels: banded GEMM. Each axis is a product with the Toeplitz matrix of the taps, run
+//    through ATen's BLAS on row blocks that touch only the band (see band_mm), so sigma = 50 on
+//    224 px (r = 200, wider than the image) costs one dense 224-wide product per axis.
+// Against PAIR's scipy blurs for Blur IG's 100-step pyramid, the direct form alone (earlier
+// version) measured 6.4x with two float32 blurs per step and 5.5x with blur + exact derivative;
+// this hybrid measured 10.9x with the two float64 blurs the finite-difference mode really runs
+// and 17.5x with the exact derivative (quiet machine, 2 threads; a float32 Toeplitz GEMM of the
+// whole matrices was 13.3x in the same run). The raw CUDA kernel keeps the direct form (same header). FFT was also tried and loses
+// float32 accuracy in Blur IG's finite differences.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -94,7 +94,9 @@ void pass_cols(const T* in, T* out, const std::vector<T>& w, int64_t H, int64_t 
 // (zero beyond the radius: zero padding). Row blocks of kBlock outputs multiply only the input
 // rows their band reaches, so the work is (kBlock + 2r) per output instead of n, at BLAS speed.
 constexpr int64_t kBlock = 32;
-constexpr int64_t kDirectMaxRadius = 8;  // measured crossover: direct r=2 0.9 ms, GEMM r=3..20 2.8 ms/blur
+// Crossover measured single-threaded on a loaded machine (so only roughly): direct 0.9 ms per
+// 224x224x3 blur at r=2, GEMM a near-constant 2.8 ms for r=3..20; direct grows ~linearly in r.
+constexpr int64_t kDirectMaxRadius = 8;
 
 template <typename T>
 at::Tensor band_matrix(const std::vector<T>& w, int64_t n, const at::TensorOptions& opt) {

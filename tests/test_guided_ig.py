@@ -169,7 +169,6 @@ def test_idgi_matches_oracle_on_pair_path(small_images, pair_gig):
     steps = 40
     e = fastattr.explain(model, small_images, TARGETS, method="guided_ig", steps=steps, idgi=True,
                          dtype=torch.float64, channels_last=False)  # same kernels as the reference
-
     for i in range(4):
         points = []
         grad = pair_grad_func(model, int(TARGETS[i]))
