@@ -1,10 +1,14 @@
 """Shared fixtures: small deterministic CNNs (fast, exact comparisons) and the bundled pretrained
 EfficientNet-Lite0 with the bundled photos (real-model checks, few steps)."""
+import os
+
 import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(2)
+# 2 threads as on CI; FASTATTR_TEST_THREADS=1 when several suites share the 2 cores (spinning
+# OpenMP threads of concurrent processes slow every one of them down many times over).
+torch.set_num_threads(int(os.environ.get("FASTATTR_TEST_THREADS", "2")))
 
 
 def make_small_cnn(seed: int = 0, num_classes: int = 10, pool: str = "max") -> nn.Module:
