@@ -162,9 +162,8 @@ def write_tables(rows: list[RowResult], metrics: list[str], out: Path, header: s
 
 def plot_curves(rows: list[RowResult], out: Path) -> Path | None:
     """curves.png: mean insertion and deletion curves (over images) of every row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from fastattr.viz import _save
 
     kinds = [k for k in ("insertion", "deletion") if any(k in r.curves for r in rows)]
     if not kinds:
@@ -183,7 +182,8 @@ def plot_curves(rows: list[RowResult], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
     path = out / "curves.png"
-    _save(fig, path)
+    FigureCanvasAgg(fig)  # a line plot: full-colour PNG, no size cap needed (tens of KB)
+    fig.savefig(path, format="png", dpi=fig.dpi)
     return path
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastattr.engine import Engine
-from fastattr.metrics import deletion, insertion, localization, pic
+from fastattr.metrics import deletion, insertion, insertion_deletion, localization, pic
 from fastattr.metrics import pic_idgi, pic_pair
 from fastattr.metrics.insertion_deletion import gaussian_blur_base
 from fastattr.metrics.pic import random_masks_like
@@ -92,9 +92,18 @@ def test_insertion_deletion_match_oracle_and_batch(small_images, base):
     si, ci = insertion(eng, small_images, attr, base=base, steps=10, return_curves=True)
     sd, cd = deletion(eng, small_images, attr, base=base, steps=10, return_curves=True)
     h.remove()
-    # batched: 4 images x 11 points per metric in chunks of 7, plus one forward for the targets each
-    assert len(calls) == 2 * (math.ceil(44 / 7) + 1)
-    sal = attr.sum(1).numpy()
+    # batched: 4 images x 11 points per metric in full chunks of 7; the targets come from the
+    # original-image point of each curve (no extra forward)
+    assert len(calls) == 2 * math.ceil(44 / 7)
+    calls.clear()
+    h = model.register_forward_hook(lambda *a: calls.append(1))
+    both = insertion_deletion(eng, small_images, attr, base=base, steps=10)
+    h.remove()
+    assert len(calls) == math.ceil(88 / 7)  # both curves in one stream of full chunks
+    torch.testing.assert_close(both["insertion_curve"], ci, rtol=0, atol=1e-6)
+    torch.testing.assert_close(both["deletion_curve"], cd, rtol=0, atol=1e-6)
+    assert torch.equal(both["target"], t)
+    sal = attr.double().sum(1).numpy()
     bases = torch.zeros_like(small_images) if base == "black" else gaussian_blur_base(small_images, 20.0)
     for i in range(4):
         wi = _oracle_curve(model, small_images[i], sal[i], bases[i], int(t[i]), 10, True)
@@ -188,7 +197,7 @@ def _check_against_pair(model, images, attr, targets, min_pred, workers, thresho
     res = pic(model, images, attr, targets, random_masks=rm, min_pred=min_pred, workers=workers,
               thresholds=thresholds)
     imgs = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    sal = attr.sum(1).numpy()
+    sal = attr.double().sum(1).numpy()  # fastattr ranks by the float64 channel sum
     for kind, agg in (("sic", "median"), ("aic", "mean")):
         refs = [_pair_reference(model, imgs[i], sal[i], rm[i].numpy(), int(res.targets[i]), min_pred,
                                 kind == "aic", thresholds)
@@ -310,3 +319,111 @@ def test_pic_argument_errors(small_cnn, small_images):
         pic(small_cnn, small_images, a, variant="pair", info="msssim")
     with pytest.raises(ValueError, match="random_masks"):
         pic(small_cnn, small_images, a, random_masks=torch.zeros(1, 4, 4, dtype=torch.bool))
+
+
+# -- arguments (issue 12 item 5, issue 16 items 3, 7, 15) -------------------------------------------
+ALL_METRICS = {
+    "insertion": lambda m, x, a, **k: insertion(m, x, a, steps=4, **k),
+    "deletion": lambda m, x, a, **k: deletion(m, x, a, steps=4, **k),
+    "insertion_deletion": lambda m, x, a, **k: insertion_deletion(m, x, a, steps=4, **k),
+    "pic_pair": lambda m, x, a, **k: pic(m, x, a, min_pred=0.0, workers=0, thresholds=(0.1, 0.5), **k),
+    "pic_idgi": lambda m, x, a, **k: pic(m, x, a, variant="idgi", workers=0, **k),
+}
+
+
+def _values(r):
+    """Comparable numbers of any metric's result."""
+    if isinstance(r, dict):
+        return torch.cat([r["insertion"], r["deletion"]])
+    if hasattr(r, "sic"):
+        return torch.tensor([r.sic, r.aic], dtype=torch.float64).nan_to_num(-1.0)
+    return r
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METRICS))
+def test_target_keyword_and_targets_alias(name, small_cnn, small_images):
+    f = ALL_METRICS[name]
+    a = torch.randn(small_images.shape, generator=torch.Generator().manual_seed(0))
+    by_target = _values(f(small_cnn, small_images, a, target=3))
+    torch.testing.assert_close(_values(f(small_cnn, small_images, a, targets=3)), by_target)
+    torch.testing.assert_close(_values(f(small_cnn, small_images, a, target=[3, 3, 3, 3])), by_target)
+    with pytest.raises(TypeError, match="target"):
+        f(small_cnn, small_images, a, target=3, targets=3)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METRICS))
+def test_bad_targets_images_and_maps_are_named_errors(name, small_cnn, small_images):
+    f = ALL_METRICS[name]
+    x = small_images[:2]
+    a = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="target"):  # was silently truncated to [1, 2]
+        f(small_cnn, x, a, target=[1.7, 2.2])
+    with pytest.raises(TypeError, match="target"):
+        f(small_cnn, x, a, target="3")
+    for bad in (10, -1, [0, 10], 2 ** 70):  # the small CNN has 10 classes
+        with pytest.raises(ValueError, match="target"):
+            f(small_cnn, x, a, target=bad)
+    with pytest.raises(ValueError, match="target"):
+        f(small_cnn, x, a, target=[0, 1, 2])  # 3 targets for 2 images
+    with pytest.raises(ValueError, match="images"):
+        f(small_cnn, x[:0], a[:0])
+    nan_map = a.clone()
+    nan_map[1, 0, 3, 4] = float("nan")  # one NaN pixel: was a NaN AUC
+    with pytest.raises(ValueError, match="attributions"):
+        f(small_cnn, x, nan_map)
+    with pytest.raises(ValueError, match="attributions"):
+        f(small_cnn, x, a[:, :, :8])
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METRICS))
+def test_huge_finite_map_ranks_like_the_scaled_map(name, small_cnn, small_images):
+    # |A| up to ~3e38: the float32 channel sum overflowed and the map was refused as "NaN or inf"
+    a = torch.randn(small_images.shape, generator=torch.Generator().manual_seed(1))
+    a = a / a.abs().max()
+    f = ALL_METRICS[name]
+    huge = f(small_cnn, small_images, a * 3e38)
+    torch.testing.assert_close(_values(huge), _values(f(small_cnn, small_images, a)))
+
+
+def test_numpy_integers_accepted_and_counts_checked(small_cnn, small_images):
+    a = torch.randn(small_images.shape, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(insertion(small_cnn, small_images, a, steps=np.int64(5)),
+                               insertion(small_cnn, small_images, a, steps=5))
+    torch.testing.assert_close(deletion(small_cnn, small_images, a, target=np.int64(2), batch_size=np.int32(3)),
+                               deletion(small_cnn, small_images, a, target=2))
+    torch.testing.assert_close(deletion(small_cnn, small_images, a, target=np.array([2, 1, 0, 2])),
+                               deletion(small_cnn, small_images, a, target=[2, 1, 0, 2]))
+    with pytest.raises(ValueError, match="num_points"):  # was a NaN AIC
+        pic(small_cnn, small_images, a, num_points=0, min_pred=0.0, workers=0)
+    with pytest.raises(ValueError, match="steps"):
+        insertion(small_cnn, small_images, a, steps=0)
+    with pytest.raises(TypeError, match="steps"):
+        insertion(small_cnn, small_images, a, steps=2.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        insertion(small_cnn, small_images, a, batch_size=0)
+    with pytest.raises(ValueError, match="sigma"):
+        insertion(small_cnn, small_images, a, base="blur", sigma=float("nan"))
+    with pytest.raises(ValueError, match="min_pred"):
+        pic(small_cnn, small_images, a, min_pred=float("inf"))
+    with pytest.raises(ValueError, match="workers"):
+        pic(small_cnn, small_images, a, workers=-1)
+    with pytest.raises(TypeError, match="absolute"):
+        localization(a, torch.ones(4, 16, 16, dtype=torch.bool), absolute="yes")
+    with pytest.raises(ValueError, match="masks"):
+        localization(a[:0], torch.ones(0, 16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="random_masks"):
+        pic(small_cnn, small_images, a, random_masks=torch.full((4, 16, 16), 0.5))
+
+
+def test_pic_idgi_in_process_when_the_blur_is_not_smaller():
+    # a flat image: its PIL blur is the image, so the WebP sizes give no scale. In process
+    # (workers=0) this raised NameError 'bokeh'; now that image's levels are NaN (no curve points)
+    model = make_small_cnn(4, num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, generator=g)
+    images[0] = 0.5
+    attr = torch.randn(2, 3, 32, 32, generator=g)
+    res = pic(model, images, attr, variant="idgi", info="entropy", workers=0)
+    lv = res.per_image["levels"]
+    assert torch.isnan(lv[0]).all() and torch.isfinite(lv[1]).all()
+    assert math.isfinite(res.sic) and math.isfinite(res.aic)

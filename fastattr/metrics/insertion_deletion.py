@@ -2,19 +2,17 @@
 deleted from an image in saliency order, the class probability read after every step."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from fastattr.metrics._common import as_engine, check_images, pixel_saliency, resolve_targets, top_masks
+from fastattr.engine import select_output
+from fastattr.metrics._common import (as_engine, check_choice, check_count, check_flag, check_images,
+                                      check_number, check_target, pixel_ranks, pixel_saliency,
+                                      target_argument)
 
 BASES = ("black", "blur", "both")
 CURVES = ("probability", "probability ratio")
-
-# Points per engine.value call: large enough that chunks are full, small enough that the
-# perturbed copies (21 x 3 x 224 x 224 float32 = 12.6 MB per image) stay modest in memory.
-_MAX_POINTS = 256
+KINDS = ("insertion", "deletion")
 
 
 def gaussian_blur_base(images: torch.Tensor, sigma: float = 20.0) -> torch.Tensor:
@@ -42,71 +40,116 @@ def _base(images: torch.Tensor, base: str, sigma: float) -> torch.Tensor:
     return torch.zeros_like(images) if base == "black" else gaussian_blur_base(images, sigma)
 
 
-def _curves(engine, images, sal, targets, base_images, steps: int, insert: bool) -> torch.Tensor:
-    """p_c along the curve for each image: (N, steps + 1). All points of a group of images go
-    through the engine in one call (chunked there), never one model call per step."""
-    n, c, h, w = images.shape
-    counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * (h * w) / steps).long()
-    per_group = max(1, _MAX_POINTS // (steps + 1))
-    out = []
-    for s in range(0, n, per_group):
-        e = min(n, s + per_group)
-        m = top_masks(sal[s:e], counts)[:, :, None]  # (G, S+1, 1, H, W): the top-k pixels
-        x, b = images[s:e, None], base_images[s:e, None]
-        pts = torch.where(m, x, b) if insert else torch.where(m, b, x)
-        t = targets[s:e].repeat_interleave(steps + 1)
-        out.append(engine.value(pts.reshape(-1, c, h, w), t).reshape(e - s, steps + 1))
-    return torch.cat(out)
+def stream_curves(engine, x: torch.Tensor, sal: torch.Tensor, target, runs: list[tuple[str, torch.Tensor]],
+                  steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """f_c along every curve of `runs` ((kind, base images (N, C, H, W)) each) for images x
+    (N, C, H, W) ranked by sal (N, H, W) -> (targets (N,), [(N, steps + 1) per run]).
+
+    All points of all runs form one stream that reaches the model in full engine chunks (only the
+    last chunk is partial), built one chunk at a time (memory: one chunk of perturbed images).
+    Each curve visits its original image first, so with target None the argmax read there gives
+    the target of the image's other points without an extra forward pass."""
+    n, c, h, w = x.shape
+    p = steps + 1
+    counts = torch.round(torch.arange(p, dtype=torch.float64) * (h * w) / steps).long().to(x.device)
+    ranks = pixel_ranks(sal.to(x.device))
+    # visiting order of the steps of one curve: the original image (all pixels of the input) first
+    order = {"insertion": torch.tensor([steps, *range(steps)], device=x.device),
+             "deletion": torch.arange(p, device=x.device)}
+    tgt = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    given = target is not None
+    curves = [torch.empty(n, p, device=x.device) for _ in runs]
+    flat_x = x.reshape(n, c, h * w)
+    for s, e in engine.chunks(len(runs) * n * p):
+        j = torch.arange(s, e, device=x.device)
+        run_idx, img, q = j // (n * p), (j // p) % n, j % p
+        pts = torch.empty(e - s, c, h * w, device=x.device, dtype=x.dtype)
+        steps_k = torch.empty_like(q)
+        for r in torch.unique(run_idx).tolist():
+            sel = (run_idx == r).nonzero().squeeze(1)
+            kind, base = runs[r]
+            k = order[kind][q[sel]]
+            steps_k[sel] = k
+            revealed = ranks[img[sel]] < counts[k][:, None]  # (B_r, H*W): the top-k pixels
+            keep_input = revealed if kind == "insertion" else ~revealed
+            pts[sel] = torch.where(keep_input[:, None, :], flat_x[img[sel]], base.reshape(n, c, h * w)[img[sel]])
+        logits = engine.logits(pts.reshape(-1, c, h, w))
+        if given and s == 0:
+            tgt = check_target(target, n, logits.shape[1], x.device)
+        elif not given:
+            first = (q == 0) & (tgt[img] < 0)  # originals whose image has no target yet
+            tgt[img[first]] = logits[first].argmax(1)
+        y = select_output(logits, tgt[img], engine.output)
+        for r in torch.unique(run_idx).tolist():
+            sel = run_idx == r
+            curves[r][img[sel], steps_k[sel]] = y[sel]
+    return tgt, curves
 
 
-def _run(kind: str, model, images, attributions, targets, base, curve, steps, sigma, absolute,
-         return_curves, batch_size):
-    if base not in BASES:
-        raise ValueError(f"base: expected one of {BASES}, got {base!r}")
-    if curve not in CURVES:
-        raise ValueError(f"curve: expected one of {CURVES}, got {curve!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int (points = steps + 1), got {steps!r}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+def _checked(model, images, attributions, target, targets, base, curve, steps, sigma, absolute, batch_size):
+    target = target_argument(target, targets)
+    check_choice(base, "base", BASES)
+    check_choice(curve, "curve", CURVES)
+    steps = check_count(steps, "steps")
+    sigma = check_number(sigma, "sigma", lo=0.0)
+    absolute = check_flag(absolute, "absolute")
     engine = as_engine(model, batch_size)
     x = check_images(images, engine)
-    sal = pixel_saliency(attributions, (x.shape[0], *x.shape[2:]), absolute).to(x.device)
+    sal = pixel_saliency(attributions, (x.shape[0], *x.shape[2:]), absolute)
+    return engine, x, sal, target, steps, sigma
+
+
+def _scores(kinds, engine, x, sal, target, base, curve, steps, sigma):
+    """{kind: (scores (N,), curves (N, steps + 1))} for kinds, all curves in one stream."""
+    bases = ("black", "blur") if base == "both" else (base,)
+    base_images = {b: _base(x, b, sigma) for b in bases}
+    runs = [(k, base_images[b]) for k in kinds for b in bases]
     with engine.session():
-        if targets is None:
-            targets, _ = resolve_targets(None, engine, x)
-        else:
-            t = torch.as_tensor(targets, device=x.device).long().reshape(-1)
-            targets = t.expand(x.shape[0]) if t.numel() == 1 else t
-            if targets.shape[0] != x.shape[0]:
-                raise ValueError(f"targets: expected {x.shape[0]} class indices, got {targets.shape[0]}")
-        runs = ("black", "blur") if base == "both" else (base,)
-        ys = []
-        for b in runs:
-            y = _curves(engine, x, sal, targets, _base(x, b, sigma), steps, kind == "insertion")
-            if curve == "probability ratio":
-                # the original image is the last insertion point and the first deletion point
-                y = y / (y[:, -1:] if kind == "insertion" else y[:, :1]).clamp_min(1e-12)
-            ys.append(y)
-        y = torch.stack(ys).mean(0)
-    score = torch.trapezoid(y, dx=1.0 / steps, dim=1)
-    return (score, y) if return_curves else score
+        tgt, ys = stream_curves(engine, x, sal, target, runs, steps)
+    out = {}
+    for i, kind in enumerate(kinds):
+        y = torch.stack(ys[i * len(bases):(i + 1) * len(bases)])  # (bases, N, S+1)
+        if curve == "probability ratio":
+            # the original image is the last insertion point and the first deletion point
+            y = y / (y[..., -1:] if kind == "insertion" else y[..., :1]).clamp_min(1e-12)
+        y = y.mean(0)
+        out[kind] = (torch.trapezoid(y, dx=1.0 / steps, dim=1), y)
+    return tgt, out
 
 
-def insertion(model, images: torch.Tensor, attributions: torch.Tensor, targets=None, *, base: str = "black",
-              curve: str = "probability", steps: int = 20, sigma: float = 20.0, absolute: bool = False,
-              return_curves: bool = False, batch_size: int | None = None):
+def insertion(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *, targets=None,
+              base: str = "black", curve: str = "probability", steps: int = 20, sigma: float = 20.0,
+              absolute: bool = False, return_curves: bool = False, batch_size: int | None = None):
     """Insertion AUC per image (N,) (and curves (N, steps+1) if return_curves): images (N, C, H, W)
     in [0, 1], attributions (N, C, H, W) or (N, H, W); pixels of the input go onto the base
-    most-salient first, 1/steps of the pixels per step; higher is better."""
-    return _run("insertion", model, images, attributions, targets, base, curve, steps, sigma, absolute,
-                return_curves, batch_size)
+    most-salient first, 1/steps of the pixels per step; higher is better. target: None (argmax),
+    an int or (N,) ints (`targets` is an alias)."""
+    engine, x, sal, target, steps, sigma = _checked(model, images, attributions, target, targets, base, curve,
+                                                    steps, sigma, absolute, batch_size)
+    _, out = _scores(("insertion",), engine, x, sal, target, base, curve, steps, sigma)
+    return out["insertion"] if return_curves else out["insertion"][0]
 
 
-def deletion(model, images: torch.Tensor, attributions: torch.Tensor, targets=None, *, base: str = "black",
-             curve: str = "probability", steps: int = 20, sigma: float = 20.0, absolute: bool = False,
-             return_curves: bool = False, batch_size: int | None = None):
+def deletion(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *, targets=None,
+             base: str = "black", curve: str = "probability", steps: int = 20, sigma: float = 20.0,
+             absolute: bool = False, return_curves: bool = False, batch_size: int | None = None):
     """Deletion AUC per image (N,) (and curves (N, steps+1) if return_curves): pixels of the input
     are replaced by the base most-salient first, 1/steps of the pixels per step; lower is better."""
-    return _run("deletion", model, images, attributions, targets, base, curve, steps, sigma, absolute,
-                return_curves, batch_size)
+    engine, x, sal, target, steps, sigma = _checked(model, images, attributions, target, targets, base, curve,
+                                                    steps, sigma, absolute, batch_size)
+    _, out = _scores(("deletion",), engine, x, sal, target, base, curve, steps, sigma)
+    return out["deletion"] if return_curves else out["deletion"][0]
+
+
+def insertion_deletion(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *,
+                       targets=None, base: str = "black", curve: str = "probability", steps: int = 20,
+                       sigma: float = 20.0, absolute: bool = False,
+                       batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Both metrics in one stream of model calls (the points of both curves share full chunks):
+    {'insertion', 'deletion': (N,) AUCs, 'insertion_curve', 'deletion_curve': (N, steps+1),
+    'target': (N,)}; the same values as insertion() and deletion() called separately."""
+    engine, x, sal, target, steps, sigma = _checked(model, images, attributions, target, targets, base, curve,
+                                                    steps, sigma, absolute, batch_size)
+    tgt, out = _scores(KINDS, engine, x, sal, target, base, curve, steps, sigma)
+    return {"insertion": out["insertion"][0], "deletion": out["deletion"][0],
+            "insertion_curve": out["insertion"][1], "deletion_curve": out["deletion"][1], "target": tgt}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastattr.metrics._common import pixel_saliency
+from fastattr.metrics._common import check_flag, check_masks, pixel_saliency
 
 
 def _normalise(s: torch.Tensor) -> torch.Tensor:
@@ -48,15 +48,14 @@ def localization(attributions: torch.Tensor, masks: torch.Tensor, *, absolute: b
     """{'auc', 'f1', 'mae'} -> (N,) float64 each, for maps (N, C, H, W) or (N, H, W) against binary
     masks (N, H, W) (True = object). Saliency normalised to [0, 1] per image; AUC is NaN when a
     mask is all True or all False."""
+    absolute = check_flag(absolute, "absolute")
     if not isinstance(masks, torch.Tensor) or masks.dim() != 3:
         raise ValueError(f"masks: expected an (N, H, W) tensor, got "
                          f"{tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__}")
-    sal = pixel_saliency(attributions, tuple(masks.shape), absolute).cpu().double()
-    m = masks.detach().cpu()
-    if m.dtype != torch.bool:
-        if bool(((m != 0) & (m != 1)).any()):
-            raise ValueError("masks: expected binary masks (bool or 0/1 values)")
-        m = m.bool()
+    if masks.shape[0] == 0:
+        raise ValueError("masks: the batch is empty (N = 0)")
+    sal = pixel_saliency(attributions, tuple(masks.shape), absolute).cpu()
+    m = check_masks(masks, tuple(masks.shape))
     n = sal.shape[0]
     s = _normalise(sal.reshape(n, -1))
     m = m.reshape(n, -1)

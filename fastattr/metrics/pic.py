@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from fastattr.metrics import pic_idgi, pic_pair
-from fastattr.metrics._common import as_engine, check_images, pixel_saliency, top_masks
+from fastattr.metrics._common import (as_engine, check_choice, check_count, check_flag, check_images,
+                                      check_masks, check_number, check_target, pixel_saliency, target_argument,
+                                      top_masks)
 
 VARIANTS = ("pair", "idgi")
 
@@ -51,10 +53,17 @@ def random_masks_like(n: int, h: int, w: int, fraction: float = 0.01, seed: int 
     return out.reshape(n, h, w)
 
 
-def _probs_and_correct(engine, imgs: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    logits = engine.logits(imgs).double()  # float64 softmax: no extra rounding on top of the model's
-    p = logits.softmax(1).gather(1, targets[:, None]).squeeze(1)
-    return p.double().cpu().numpy(), (logits.argmax(1) == targets).double().cpu().numpy()
+def _logits_u8(engine, stack: np.ndarray, device) -> torch.Tensor:
+    """Model scores of (P, H, W, 3) uint8 images seen as float / 255, one engine chunk at a time
+    (only one chunk of float images in memory) -> (P, K) float64."""
+    out = [engine.logits(_from_uint8(stack[s:e], device)).double() for s, e in engine.chunks(len(stack))]
+    return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
+
+
+def _probs_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """p_c (float64 softmax: no extra rounding on top of the model's) and 1[argmax = c] per row."""
+    p = logits.softmax(1).gather(1, targets[:, None].to(logits.device)).squeeze(1)
+    return p.cpu().numpy(), (logits.argmax(1).cpu() == targets.cpu()).double().numpy()
 
 
 def _aggregate(curves: list[np.ndarray], how: str, num_points: int) -> tuple[np.ndarray, float]:
@@ -66,30 +75,51 @@ def _aggregate(curves: list[np.ndarray], how: str, num_points: int) -> tuple[np.
     return y, float(np.trapezoid(y, x))
 
 
-def _pic_pair(engine, x, sal, targets, random_masks, thresholds, min_pred, workers, num_points) -> PicResult:
+def _targets_from(logits: torch.Tensor, target, n: int, device) -> torch.Tensor:
+    """target None: the class the model predicts on the uint8 image it is shown; else checked."""
+    if target is None:
+        return logits.argmax(1).to(device)
+    return check_target(target, n, logits.shape[1], device)
+
+
+def _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points) -> PicResult:
     n = x.shape[0]
     imgs = _to_uint8(x)
     sal_np = sal.cpu().numpy()
     rm = random_masks.cpu().numpy()
-    t_count = len(thresholds)
-    tasks = []
-    for i in range(n):  # per image: the original, the fully blurred image, one image per threshold
-        masks = pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)
-        tasks += [(imgs[i], None), (imgs[i], rm[i])] + [(imgs[i], m) for m in masks]
+    # Phase 1, per image: the original and the fully blurred image (random pixels only). They
+    # decide PAIR's skips (low prediction, blurred entropy or prediction not lower), so the 13
+    # threshold images (most of the cost) are made only for images that SIC or AIC keeps, as
+    # PAIR, which raises before its threshold loop.
+    done = pic_pair.parallel_map(pic_pair.blur_and_measure,
+                                 [t for i in range(n) for t in ((imgs[i], None), (imgs[i], rm[i]))], workers)
+    stack = np.stack([imgs[i] if j == 0 else done[2 * i + 1][0] for i in range(n) for j in range(2)])
+    logits = _logits_u8(engine, stack, x.device)
+    targets = _targets_from(logits[0::2], target, n, x.device)
+    p0, c0 = (a.reshape(n, 2) for a in _probs_and_correct(logits, targets.repeat_interleave(2)))
+    e0 = np.array([d[1] for d in done], dtype=np.float64).reshape(n, 2)
+    reasons = {"sic": [pic_pair.skip_reason(e0[i, 1], e0[i, 0], p0[i, 1], p0[i, 0], min_pred) for i in range(n)],
+               "aic": [pic_pair.skip_reason(e0[i, 1], e0[i, 0], c0[i, 1], c0[i, 0], min_pred) for i in range(n)]}
+    todo = [i for i in range(n) if reasons["sic"][i] is None or reasons["aic"][i] is None]
+    # Phase 2: the threshold images of the kept images, all through the model in full chunks
+    tasks = [(imgs[i], m) for i in todo for m in pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)]
     done = pic_pair.parallel_map(pic_pair.blur_and_measure, tasks, workers)
-    per = t_count + 2
-    # every image of every threshold through the model in one chunked call
-    stack = np.stack([imgs[i] if j == 0 else done[i * per + j][0] for i in range(n) for j in range(per)])
-    p, correct = _probs_and_correct(engine, _from_uint8(stack, x.device), targets.repeat_interleave(per))
-    ent = np.array([d[1] for d in done], dtype=np.float64).reshape(n, per)
-    p, correct = p.reshape(n, per), correct.reshape(n, per)
+    t_count = len(thresholds)
+    ent = np.full((n, t_count), np.nan)
+    p, correct = np.full((n, t_count), np.nan), np.full((n, t_count), np.nan)
+    if todo:
+        logits = _logits_u8(engine, np.stack([d[0] for d in done]), x.device)
+        pt, ct = _probs_and_correct(logits, targets[todo].repeat_interleave(t_count))
+        p[todo], correct[todo] = pt.reshape(-1, t_count), ct.reshape(-1, t_count)
+        ent[todo] = np.array([d[1] for d in done], dtype=np.float64).reshape(-1, t_count)
 
     out = {}
-    for name, pred in (("sic", p), ("aic", correct)):
+    for name, pred, pred0 in (("sic", p, p0), ("aic", correct, c0)):
         curves, aucs, skips, kept = [], np.full(n, np.nan), [], []
         for i in range(n):
-            cy, r = pic_pair.pair_curve(ent[i, 1:], pred[i, 1:], ent[i, 0], pred[i, 0], min_pred,
-                                        num_points=num_points)
+            cy, r = (None, reasons[name][i]) if reasons[name][i] is not None else pic_pair.pair_curve(
+                np.append(e0[i, 1], ent[i]), np.append(pred0[i, 1], pred[i]), e0[i, 0], pred0[i, 0], min_pred,
+                num_points=num_points)
             curves.append(cy if cy is not None else np.full(num_points + 1, np.nan))
             skips.append(None if cy is not None else r)
             if cy is not None:
@@ -103,7 +133,7 @@ def _pic_pair(engine, x, sal, targets, random_masks, thresholds, min_pred, worke
                      torch.from_numpy(out["aic"][0]), targets.cpu(), per_image)
 
 
-def _pic_idgi(engine, x, sal, targets, info, workers) -> PicResult:
+def _pic_idgi(engine, x, sal, target, info, workers) -> PicResult:
     n, _, h, w = x.shape
     imgs = _to_uint8(x)
     bases = np.stack([pic_idgi.pil_blur(im) for im in imgs])
@@ -112,10 +142,11 @@ def _pic_idgi(engine, x, sal, targets, info, workers) -> PicResult:
     masks = top_masks(sal.cpu(), counts).numpy()[..., None]  # (N, T, H, W, 1)
     bokeh = np.where(masks, imgs[:, None], bases[:, None])  # (N, T, H, W, 3) uint8
     t = bokeh.shape[1]
-    # inputs and bokeh images through the model in one chunked call
+    # inputs and bokeh images through the model in full chunks
     stack = np.concatenate([imgs, bokeh.reshape(n * t, h, w, 3)])
-    tt = torch.cat([targets, targets.repeat_interleave(t)])
-    p, correct = _probs_and_correct(engine, _from_uint8(stack, x.device), tt)
+    logits = _logits_u8(engine, stack, x.device)
+    targets = _targets_from(logits[:n], target, n, x.device)
+    p, correct = _probs_and_correct(logits, torch.cat([targets, targets.repeat_interleave(t)]))
     ratios = torch.from_numpy(p[n:].reshape(n, t) / np.maximum(p[:n, None], 1e-12))
     correct = torch.from_numpy(correct[n:].reshape(n, t))
     if info == "entropy":
@@ -132,43 +163,46 @@ def _pic_idgi(engine, x, sal, targets, info, workers) -> PicResult:
                      {"levels": levels, "ratios": ratios, "correct": correct})
 
 
-def pic(model, images: torch.Tensor, attributions: torch.Tensor, targets=None, *, variant: str = "pair",
-        info: str = "entropy", random_masks: torch.Tensor | None = None, seed: int = 0,
+def _check_thresholds(thresholds) -> list[float]:
+    try:
+        values = [check_number(t, "thresholds") for t in thresholds]
+    except TypeError:
+        raise TypeError(f"thresholds: expected a sequence of fractions in (0, 1), got {thresholds!r}") from None
+    if not values or any(not 0 < a < 1 for a in values) or values != sorted(values):
+        raise ValueError(f"thresholds: expected ascending fractions in (0, 1), got {values}")
+    return values
+
+
+def pic(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *, targets=None,
+        variant: str = "pair", info: str = "entropy", random_masks: torch.Tensor | None = None, seed: int = 0,
         thresholds=pic_pair.PAIR_THRESHOLDS, min_pred: float = 0.8, absolute: bool = False,
         workers: int | None = None, batch_size: int | None = None, num_points: int = 1000) -> PicResult:
     """SIC and AIC of maps (N, C, H, W) or (N, H, W) on images (N, 3, H, W) in [0, 1] (seen by the
     model as uint8 / 255). variant='pair': PAIR's compute_pic_metric per image (random_masks
     (N, H, W) bool, default seeded 1%) aggregated by median (SIC) / mean (AIC); variant='idgi':
-    info='entropy' or 'msssim', 25 bokeh thresholds, 100 bins. workers: processes for the image side."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
-    if info not in pic_idgi.INFOS:
-        raise ValueError(f"info: expected one of {pic_idgi.INFOS}, got {info!r}")
+    info='entropy' or 'msssim', 25 bokeh thresholds, 100 bins. workers: processes for the image
+    side. target: None (the argmax on the uint8 image), an int or (N,) ints (`targets`: alias)."""
+    target = target_argument(target, targets)
+    check_choice(variant, "variant", VARIANTS)
+    check_choice(info, "info", pic_idgi.INFOS)
     if variant == "pair" and info != "entropy":
         raise ValueError("info: variant='pair' measures information by WebP size only (info='entropy')")
+    seed = check_count(seed, "seed", minimum=0)
+    min_pred = check_number(min_pred, "min_pred")
+    absolute = check_flag(absolute, "absolute")
+    workers = pic_pair.default_workers() if workers is None else check_count(workers, "workers", minimum=0)
+    num_points = check_count(num_points, "num_points")
+    thresholds = _check_thresholds(thresholds)
     engine = as_engine(model, batch_size)
     x = check_images(images, engine)
     if x.shape[1] != 3:
         raise ValueError(f"images: PIC encodes RGB images, expected 3 channels, got {x.shape[1]}")
     n, _, h, w = x.shape
     sal = pixel_saliency(attributions, (n, h, w), absolute)
-    workers = pic_pair.default_workers() if workers is None else int(workers)
     with engine.session():
-        if targets is None:  # the class the model predicts on the uint8 image it is shown
-            targets = engine.logits(_from_uint8(_to_uint8(x), x.device)).argmax(1)
-        else:
-            targets = torch.as_tensor(targets, device=x.device).long().reshape(-1)
-            targets = targets.expand(n).contiguous() if targets.numel() == 1 else targets
-            if targets.shape[0] != n:
-                raise ValueError(f"targets: expected {n} class indices, got {targets.shape[0]}")
         if variant == "idgi":
-            return _pic_idgi(engine, x, sal, targets, info, workers)
+            return _pic_idgi(engine, x, sal, target, info, workers)
         if random_masks is None:
             random_masks = random_masks_like(n, h, w, seed=seed)
-        if not isinstance(random_masks, torch.Tensor) or tuple(random_masks.shape) != (n, h, w):
-            raise ValueError(f"random_masks: expected an ({n}, {h}, {w}) bool tensor")
-        thresholds = [float(t) for t in thresholds]
-        if not thresholds or any(not 0 < a < 1 for a in thresholds) or thresholds != sorted(thresholds):
-            raise ValueError(f"thresholds: expected ascending fractions in (0, 1), got {thresholds}")
-        return _pic_pair(engine, x, sal, targets, random_masks.bool(), thresholds, float(min_pred), workers,
-                         int(num_points))
+        random_masks = check_masks(random_masks, (n, h, w), "random_masks")
+        return _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points)

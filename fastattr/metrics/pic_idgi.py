@@ -24,7 +24,7 @@ def entropy_levels(sizes: np.ndarray, base_size: int, image_size: int) -> np.nda
     lo, hi = float(base_size), float(image_size)
     sizes = np.asarray(sizes, dtype=np.float64)
     if hi <= lo:  # the blur holds as much information as the input: no scale to measure on
-        return np.full(len(bokeh), np.nan)
+        return np.full(len(sizes), np.nan)
     return np.clip((sizes - lo) / (hi - lo), 0.0, 1.0)
 
 

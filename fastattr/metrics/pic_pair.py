@@ -82,6 +82,19 @@ def parallel_map(fn, items: list, workers: int) -> list:
         return list(ex.map(fn, items, chunksize=1))
 
 
+def skip_reason(blur_entropy: float, orig_entropy: float, blur_pred: float, orig_pred: float,
+                min_pred: float) -> str | None:
+    """Why PAIR's compute_pic_metric would raise ComputePicMetricError for an image (in PAIR's
+    order of checks), or None when it computes the curve."""
+    if orig_pred < min_pred:
+        return "low prediction"
+    if blur_entropy >= orig_entropy:
+        return "blurred entropy >= original"
+    if blur_pred >= orig_pred:
+        return "blurred prediction >= original"
+    return None
+
+
 def pair_curve(entropies: np.ndarray, preds: np.ndarray, orig_entropy: float, orig_pred: float,
                min_pred: float = 0.8, keep_monotonous: bool = True, num_points: int = 1000):
     """PAIR's curve of one image: entropies/preds (T + 1,) of the fully blurred image then each
@@ -90,12 +103,9 @@ def pair_curve(entropies: np.ndarray, preds: np.ndarray, orig_entropy: float, or
     from scipy import interpolate
 
     blur_entropy, blur_pred = float(entropies[0]), float(preds[0])
-    if orig_pred < min_pred:
-        return None, "low prediction"
-    if blur_entropy >= orig_entropy:
-        return None, "blurred entropy >= original"
-    if blur_pred >= orig_pred:
-        return None, "blurred prediction >= original"
+    reason = skip_reason(blur_entropy, orig_entropy, blur_pred, orig_pred, min_pred)
+    if reason is not None:
+        return None, reason
     pts = []
     best = 0.0
     for ent, pred in zip(entropies[1:], preds[1:]):
