@@ -1,264 +1,208 @@
-"""`fastattr eval`: every registered method (with and without IDGI for path methods, standard and
-guided backward where registered) over the bundled evaluation set, scored with the papers'
-metrics, written as a paper-style table (markdown + CSV) with curve and map-grid plots."""
+"""`fastattr eval [DATA] [--model FILE] [--masks DIR] [--maps RUN_DIR] --out DIR`: the papers' metrics
+for every registered method variant (with and without IDGI for path methods, standard and guided
+backward) on a folder of images or the bundled evaluation set, at dataset scale (resumable,
+torchrun), written as table.md / table.csv (95% bootstrap intervals), per_image.csv, curves.png
+and maps.png. The loop lives in fastattr/evaluation/."""
 from __future__ import annotations
 
 import argparse
-import csv
-import math
-import time
-from dataclasses import dataclass, field
+import inspect
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+from fastattr.evaluation.scoring import METRICS
+from fastattr.evaluation.variants import Variant, variants
 
-METRICS = ("insertion", "deletion", "pic_pair", "pic_entropy", "pic_msssim", "localization")
-# table columns per metric: (column title, key in a row's scores, higher is better)
-COLUMNS = {
-    "insertion": [("Insertion ↑", "insertion", True)],
-    "deletion": [("Deletion ↓", "deletion", False)],
-    "pic_pair": [("SIC pair ↑", "sic_pair", True), ("AIC pair ↑", "aic_pair", True)],
-    "pic_entropy": [("SIC ent ↑", "sic_entropy", True), ("AIC ent ↑", "aic_entropy", True)],
-    "pic_msssim": [("SIC MS-SSIM ↑", "sic_msssim", True), ("AIC MS-SSIM ↑", "aic_msssim", True)],
-    "localization": [("Loc AUC ↑", "loc_auc", True), ("Loc F1 ↑", "loc_f1", True), ("Loc MAE ↓", "loc_mae", False),
-                     ("Loc AUC abs ↑", "loc_auc_abs", True)],
-}
+__all__ = ["add_eval_arguments", "main_eval", "run_eval", "Variant", "variants", "METRICS"]
 
 
-@dataclass
-class Variant:
-    """One table row: a method with its IDGI flag and backward mode."""
+def _load_model(spec: str, trust_pickle: bool):
+    """fastattr.models.load_model, with trust_pickle where that version of it takes the flag."""
+    from fastattr.models import load_model
 
-    method: str
-    idgi: bool = False
-    backward: str = "standard"
-
-    @property
-    def label(self) -> str:
-        return self.method + (" + IDGI" if self.idgi else "") + (" (guided bwd)" if self.backward == "guided" else "")
+    if "trust_pickle" in inspect.signature(load_model).parameters:
+        return load_model(spec, trust_pickle=trust_pickle)
+    return load_model(spec)
 
 
-@dataclass
-class RowResult:
-    variant: Variant
-    scores: dict = field(default_factory=dict)
-    seconds_per_image: float = float("nan")
-    grad_evals_per_image: float = float("nan")
-    error: str | None = None
-    maps: torch.Tensor | None = None
-    curves: dict = field(default_factory=dict)
+def _model_id(spec: str) -> dict:
+    from fastattr.evaluation.loop import file_sha256
+
+    return {"model": spec, "model_sha256": None if spec == "default" else file_sha256(spec)}
 
 
-def variants(methods: list[str] | None = None) -> list[Variant]:
-    """Rows for `methods` (None: all of fastattr.methods.METHODS now): path methods with and
-    without IDGI; path methods also with the guided backward when 'guided' is registered."""
-    from fastattr.backward import BACKWARDS
+def _target(text, labels_known: bool):
+    if text in (None, "predicted"):
+        return "predicted"
+    if text == "label":
+        if not labels_known:
+            raise ValueError("target: 'label' needs an ImageFolder tree (every image inside a class folder)")
+        return "label"
+    try:
+        t = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"target: expected 'predicted', 'label' or a class index, got {text!r}") from None
+    if t < 0:
+        raise ValueError(f"target: class index must be >= 0, got {t}")
+    return t
+
+
+def _count(value, name: str, minimum: int = 1):
+    if value is not None and value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def run_eval(data=None, out="fastattr_eval", *, model: str = "default", masks=None, maps=None,
+             methods: list[str] | None = None, metrics: list[str] | None = None, steps: int = 16,
+             rule: str = "left", output: str = "probability", batch_size: int | None = None,
+             target: str | int | None = None, size: int = 224, min_pred: float | None = None,
+             max_images: int | None = None, shard_size: int = 64, images_per_call: int = 16, sample: int = 6,
+             bootstrap: int = 1000, workers: int | None = None, metric_workers: int | None = None,
+             threads: int | None = None, device: str | None = None, progress: bool = True,
+             trust_pickle: bool = False, seed: int = 0):
+    """The eval of the command line as a function; returns the EvalSummary of this rank."""
+    from fastattr.evaluation.loop import check_metrics, evaluate
+    from fastattr.evaluation.maps_run import RunMaps
+    from fastattr.evaluation.sources import BundledSource, FolderSource
+    from fastattr.evalset import MIN_PROB
     from fastattr.methods import METHODS
+    from fastattr.methods.integrated_gradients import RULES
+    from fastattr.runner.distributed import cpu_count
+    from fastattr.validation import check_choice
 
-    names = sorted(METHODS) if not methods else list(methods)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise ValueError(f"methods: unknown {unknown}; registered: {sorted(METHODS)}")
-    # the guided non-linearity is defined for IG-style path methods (SPEC.md "GNL")
-    backwards = ["standard"] + (["guided"] if "guided" in BACKWARDS else [])
-    rows = []
-    for b in backwards:
-        for m in names:
-            spec = METHODS[m]
-            if b != "standard" and not spec.path:
-                continue
-            rows.append(Variant(m, False, b))
-            if spec.path:
-                rows.append(Variant(m, True, b))
-    return rows
-
-
-def _check_metrics(metrics: list[str] | None) -> list[str]:
-    if not metrics:
-        return list(METRICS)
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise ValueError(f"metrics: unknown {bad}; choose from {list(METRICS)}")
-    return list(metrics)
-
-
-def _attribute(model, es, v: Variant, steps: int):
-    from fastattr.api import explain
-    from fastattr.methods import METHODS
-
-    kw = {"steps": steps} if METHODS[v.method].path else {}
-    t0 = time.perf_counter()
-    ex = explain(model, es.images, es.labels, method=v.method, idgi=v.idgi, backward=v.backward, **kw)
-    return ex.attributions, (time.perf_counter() - t0) / len(es), ex.grad_evals / len(es)
-
-
-def _score(model, es, maps, metrics: list[str], min_pred: float) -> tuple[dict, dict]:
-    from fastattr import metrics as M
-
-    s, curves = {}, {}
-    if "insertion" in metrics:
-        sc, curves["insertion"] = M.insertion(model, es.images, maps, es.labels, return_curves=True)
-        s["insertion"] = float(sc.mean())
-    if "deletion" in metrics:
-        sc, curves["deletion"] = M.deletion(model, es.images, maps, es.labels, return_curves=True)
-        s["deletion"] = float(sc.mean())
-    if "pic_pair" in metrics:
-        r = M.pic(model, es.images, maps, es.labels, random_masks=es.random_masks, min_pred=min_pred)
-        s["sic_pair"], s["aic_pair"] = r.sic, r.aic
-        s["pic_pair_kept"] = sum(x is None for x in r.per_image["sic_skip"])
-    for info in ("entropy", "msssim"):
-        if f"pic_{info}" in metrics:
-            r = M.pic(model, es.images, maps, es.labels, variant="idgi", info=info)
-            s[f"sic_{info}"], s[f"aic_{info}"] = r.sic, r.aic
-    if "localization" in metrics and bool(es.has_mask.any()):
-        k = es.has_mask
-        loc = M.localization(maps[k], es.masks[k])
-        s["loc_auc"], s["loc_f1"], s["loc_mae"] = (float(loc[x].nanmean()) for x in ("auc", "f1", "mae"))
-        # also on |A|: signed maps of the plain path methods cancel within objects (SPEC ranks by
-        # the signed channel sum; many papers show |A|), so both views are reported
-        s["loc_auc_abs"] = float(M.localization(maps[k], es.masks[k], absolute=True)["auc"].nanmean())
-    return s, curves
-
-
-def _fmt(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def write_tables(rows: list[RowResult], metrics: list[str], out: Path, header: str) -> Path:
-    """table.md (best value per column in bold) and table.csv; returns the markdown path."""
-    cols = [c for m in metrics for c in COLUMNS[m]]
-    best = {}
-    for _, key, hi in cols:
-        vals = [r.scores.get(key) for r in rows if r.error is None and r.scores.get(key) is not None
-                and not math.isnan(r.scores.get(key))]
-        if vals:
-            best[key] = max(vals) if hi else min(vals)
-    lines = [header, "", "| Method | " + " | ".join(c[0] for c in cols) + " | s / image | grad evals / image |",
-             "|---|" + "---:|" * (len(cols) + 2)]
-    for r in rows:
-        if r.error is not None:
-            lines.append(f"| {r.variant.label} | " + " | ".join("—" for _ in cols) + f" | error: {r.error} | |")
-            continue
-        cells = []
-        for _, key, _ in cols:
-            v = r.scores.get(key)
-            txt = _fmt(v)
-            cells.append(f"**{txt}**" if key in best and v == best[key] else txt)
-        lines.append(f"| {r.variant.label} | " + " | ".join(cells)
-                     + f" | {r.seconds_per_image:.2f} | {r.grad_evals_per_image:.0f} |")
-    md = out / "table.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with open(out / "table.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "idgi", "backward"] + [k for _, k, _ in cols]
-                   + ["seconds_per_image", "grad_evals_per_image", "error"])
-        for r in rows:
-            w.writerow([r.variant.method, r.variant.idgi, r.variant.backward]
-                       + [r.scores.get(k, "") for _, k, _ in cols]
-                       + [r.seconds_per_image, r.grad_evals_per_image, r.error or ""])
-    return md
-
-
-def plot_curves(rows: list[RowResult], out: Path) -> Path | None:
-    """curves.png: mean insertion and deletion curves (over images) of every row."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    kinds = [k for k in ("insertion", "deletion") if any(k in r.curves for r in rows)]
-    if not kinds:
-        return None
-    fig = Figure(figsize=(5.5 * len(kinds), 4.2), dpi=100, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(kinds)))
-    for ax, kind in zip(axes, kinds):
-        for r in rows:
-            if kind in r.curves:
-                y = r.curves[kind].double().mean(0).numpy()
-                ax.plot(np.linspace(0, 1, len(y)), y, label=r.variant.label,
-                        linestyle="--" if r.variant.idgi else "-")
-        ax.set_xlabel("fraction of pixels " + ("inserted" if kind == "insertion" else "deleted"))
-        ax.set_ylabel("p(class), mean over images")
-        ax.set_title(kind)
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
-    path = out / "curves.png"
-    FigureCanvasAgg(fig)  # a line plot: full-colour PNG, no size cap needed (tens of KB)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
-
-
-def run_eval(methods: list[str] | None, metrics: list[str] | None, steps: int, out_dir: str,
-             progress: bool = True, max_images: int | None = None, rows: list[Variant] | None = None) -> Path:
-    """Evaluate every variant (or the given rows) on the bundled evaluation set with
-    EfficientNet-Lite0; writes table.md, table.csv, curves.png and maps.png into out_dir;
-    returns the table.md path."""
-    from tqdm.auto import tqdm
-
-    from fastattr.evalset import MIN_PROB, load_evalset
-    from fastattr.models import load_default_model
-    from fastattr.viz import save_grid
-
-    metrics = _check_metrics(metrics)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
-    if max_images is not None and max_images < 1:
-        raise ValueError(f"max_images: expected a positive int, got {max_images!r}")
-    rows = [RowResult(v) for v in (rows if rows is not None else variants(methods))]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)  # methods that sample (NeFLAG) draw from the global generator when given none
-    model = load_default_model()
-    es = load_evalset()
-    if max_images is not None:
-        es = es.subset(max_images)
-    t_start = time.perf_counter()
-    bar = tqdm(total=2 * len(rows), disable=not progress, desc="fastattr eval")
-    for r in rows:
-        bar.set_postfix_str(r.variant.label + ": maps")
-        try:
-            r.maps, r.seconds_per_image, r.grad_evals_per_image = _attribute(model, es, r.variant, steps)
-        except Exception as exc:  # one broken method must not lose the whole table
-            r.error = f"{type(exc).__name__}: {exc}".replace("|", "/")[:120]
-        bar.update(1)
-        bar.set_postfix_str(r.variant.label + ": metrics")
-        if r.error is None:
-            r.scores, r.curves = _score(model, es, r.maps, metrics, MIN_PROB)
-        bar.update(1)
-    bar.close()
-    n_loc = int(es.has_mask.sum())
-    header = (f"# fastattr eval: EfficientNet-Lite0, {len(es)} images ({n_loc} composites with object masks), "
-              f"steps={steps} for path methods, {time.perf_counter() - t_start:.0f} s\n\n"
+    for name, value in (("steps", steps), ("size", size), ("shard_size", shard_size),
+                        ("images_per_call", images_per_call), ("max_images", max_images),
+                        ("batch_size", batch_size), ("threads", threads)):
+        _count(value, name)
+    for name, value in (("sample", sample), ("bootstrap", bootstrap), ("workers", workers),
+                        ("metric_workers", metric_workers)):
+        _count(value, name, 0)
+    check_choice(rule, "rule", RULES)
+    check_choice(output, "output", ("probability", "logit"))
+    run_maps = RunMaps(maps) if maps is not None else None
+    if run_maps is not None:  # the run's options, images and model
+        opts = run_maps.options
+        if size not in (224, opts["size"]):
+            raise ValueError(f"size: the maps of {maps} are {opts['size']} px; omit --size")
+        size = opts["size"]
+        data = data if data is not None else run_maps.config["input"]
+        if model == "default" and opts["model"] != "default":
+            if not Path(str(opts["model"])).is_file():
+                raise ValueError(f"model: the run's model {opts['model']!r} is not a file here; pass --model")
+            model = opts["model"]
+        steps, rule, output = opts["steps"], opts["rule"], opts["output"]
+        rows = [run_maps.variant]
+    else:
+        rows = variants(methods)
+    if data is None:
+        if masks is not None or maps is not None:
+            raise ValueError("--masks/--maps: need DATA (a folder of images)")
+        if model != "default":
+            raise ValueError("model: the bundled evaluation set is made for the bundled model; give DATA too")
+        source = BundledSource(max_images)
+        tgt = "label" if target in (None, "label") else _target(target, True)
+        min_pred = MIN_PROB if min_pred is None else min_pred
+        desc = (f"the bundled evaluation set ({len(source)} images: photos and composites of real objects "
+                f"on real textures with exact masks), EfficientNet-Lite0, targets = the set's labels")
+    else:
+        source = FolderSource(data, size, masks, max_images)
+        tgt = _target(target, source.labels is not None)
+        min_pred = 0.8 if min_pred is None else min_pred
+        desc = f"{len(source)} images under {Path(data).name}/ at {size} px, model {model}, target {tgt}"
+    if run_maps is not None:
+        run_maps.check_images(source.names)
+        if tgt != "predicted" or run_maps.options["target"] != "predicted":
+            tgt = "run"  # the metrics explain the class the run's maps were made for
+    metrics = check_metrics(metrics, source.size, bool(masks) or source.kind == "bundled")
+    net = _load_model(model, trust_pickle)
+    if metric_workers is None:  # image side of PIC in processes: the cores of this rank
+        per_rank = max(1, cpu_count() // max(1, int(__import__("os").environ.get("LOCAL_WORLD_SIZE", "1"))))
+        metric_workers = per_rank if per_rank > 1 else 0
+    steps_txt = f"steps={steps} for path methods" + (f", rule={rule}" if rule != "left" else "")
+    if run_maps is not None:
+        o = run_maps.options
+        steps_txt = (f"maps from the run in {Path(maps).name}/ ({o['method']}{' + IDGI' if o['idgi'] else ''}, "
+                     f"steps={o['steps']}, rule={o['rule']}, backward={o['backward']}, output={o['output']}, "
+                     f"options {o['method_options']})")
+    header = (f"# fastattr eval: {desc}; {steps_txt}\n\n"
               "Insertion/deletion: black base, probability curve, 21 points, mean AUC over images. "
-              "SIC/AIC pair: PAIR's compute_pic_metric with min_pred=" f"{MIN_PROB} (the set's own bar; "
-              "PAIR's default 0.8 would drop the composites), median (SIC) / mean (AIC) curve. "
-              "SIC/AIC ent, MS-SSIM: IDGI-paper variant, 25 bokeh thresholds, 100 bins. "
-              "Localization on the composites: ROC-AUC, best F1, best MAE of the signed channel sum, and ROC-AUC of |A|. "
-              "Best per column in bold.")
-    md = write_tables(rows, metrics, out, header)
-    plot_curves(rows, out)
-    ok = [r for r in rows if r.maps is not None]
-    if ok:
-        save_grid(out / "maps.png", list(es.images), {r.variant.label: list(r.maps) for r in ok},
-                  row_titles=es.names)
-    return md
+              f"SIC/AIC pair: PAIR's compute_pic_metric with min_pred={min_pred}, median (SIC) / mean (AIC) "
+              "curve over the images PAIR keeps. SIC/AIC ent, MS-SSIM: IDGI-paper variant, 25 bokeh "
+              "thresholds, 100 bins over all images. Localization (images with masks): ROC-AUC, best F1, "
+              "best MAE of the signed channel sum, and ROC-AUC of |A|. Best per column in bold.")
+    return evaluate(source, out, model=net, model_id=_model_id(model), variants=rows, metrics=metrics,
+                    steps=steps, rule=rule, output=output, batch_size=batch_size,
+                    target=tgt if tgt != "run" else "predicted", min_pred=float(min_pred), shard_size=shard_size,
+                    images_per_call=images_per_call, sample=sample, bootstrap=bootstrap, seed=seed,
+                    workers=workers, metric_workers=metric_workers, threads=threads, device=device,
+                    progress=progress, maps_run=run_maps, header=header)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fastattr eval`."""
+    parser.add_argument("data", nargs="?", default=None,
+                        help="folder of images (recursive) or ImageFolder tree; default: the bundled evaluation set")
+    parser.add_argument("--model", default="default",
+                        help="'default' (bundled EfficientNet-Lite0) or a model file (as for fastattr run)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a pickled whole-module --model file (runs code from the file)")
+    parser.add_argument("--masks", default=None,
+                        help="folder of binary mask images with the images' relative names (enables localization)")
+    parser.add_argument("--maps", default=None,
+                        help="output folder of a `fastattr run`: evaluate its maps (no gradient evaluations)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="methods to evaluate (default: every registered method)")
     parser.add_argument("--metrics", nargs="+", default=None, choices=METRICS,
-                        help="metrics to compute (default: all)")
+                        help="metrics to compute (default: every one that applies to the data)")
     parser.add_argument("--steps", type=int, default=16, help="steps of path methods (default: 16)")
+    parser.add_argument("--rule", default="left", help="IG integration rule (default: left)")
+    parser.add_argument("--output", default="probability", choices=("probability", "logit"),
+                        help="what the maps explain (the metrics always read probabilities)")
+    parser.add_argument("--batch-size", type=int, default=None, help="points per model call (default: per device)")
+    parser.add_argument("--target", default=None,
+                        help="'predicted' (default for folders), 'label' (ImageFolder index; default for the "
+                             "bundled set) or a class index")
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels (default: 224)")
+    parser.add_argument("--min-pred", type=float, default=None,
+                        help="PIC pair: skip images whose p(class) is below this (default: PAIR's 0.8; 0.5 "
+                             "for the bundled set)")
     parser.add_argument("--out", default="fastattr_eval", help="output folder (default: fastattr_eval)")
-    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images of the set")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--shard-size", type=int, default=64, help="images per shard file (default: 64)")
+    parser.add_argument("--images-per-call", type=int, default=16,
+                        help="images explained and scored together (default: 16)")
+    parser.add_argument("--sample", type=int, default=6, help="images shown in maps.png (default: 6)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples for the 95%% intervals (0: none; default 1000)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes per rank (default: 2)")
+    parser.add_argument("--metric-workers", type=int, default=None,
+                        help="processes for the image side of SIC/AIC per rank (default: the rank's cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per rank (default: cores / ranks)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda:LOCAL_RANK if present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main_eval(args) -> int:
-    """`fastattr eval`: run the evaluation and print the markdown table."""
-    md = run_eval(args.methods, args.metrics, args.steps, args.out, progress=not args.no_progress,
-                  max_images=args.max_images)
-    print(md.read_text(encoding="utf-8"))
-    print(f"wrote {md}, {md.with_suffix('.csv')}, {md.parent / 'curves.png'}, {md.parent / 'maps.png'}")
+    """`fastattr eval`: evaluate, print the markdown table (rank 0); 1 on an output write error."""
+    from fastattr.runner.shards import WriteError
+
+    try:
+        s = run_eval(args.data, args.out, model=args.model, masks=args.masks, maps=args.maps, methods=args.methods,
+                     metrics=args.metrics, steps=args.steps, rule=args.rule, output=args.output,
+                     batch_size=args.batch_size, target=args.target, size=args.size, min_pred=args.min_pred,
+                     max_images=args.max_images, shard_size=args.shard_size, images_per_call=args.images_per_call,
+                     sample=args.sample, bootstrap=args.bootstrap, workers=args.workers,
+                     metric_workers=args.metric_workers, threads=args.threads, device=args.device,
+                     progress=not args.no_progress, trust_pickle=args.trust_pickle)
+    except WriteError as exc:
+        print(f"fastattr eval: error: {exc}", file=sys.stderr)
+        return 1
+    if s.table is not None:
+        print(s.table.read_text(encoding="utf-8"))
+        rate = f", {s.computed_images / s.seconds:.3f} images/s" if s.computed_images and s.seconds > 0 else ""
+        files = ", ".join(str(s.out / f) for f in ("table.md", "table.csv", "per_image.csv", "curves.png", "maps.png")
+                          if (s.out / f).exists())
+        print(f"fastattr eval: {s.images} images in {s.shards} shards ({s.computed} computed now{rate}, "
+              f"{s.seconds:.0f} s); {s.failed} could not be read; wrote {files}", file=sys.stderr)
     return 0

@@ -29,7 +29,9 @@ class PicResult:
     aic_curve: torch.Tensor  # (P,)
     targets: torch.Tensor  # (N,)
     # pair: 'sic_auc', 'aic_auc' (N,) NaN where skipped, 'sic_curves', 'aic_curves' (N, 1001),
-    # 'sic_skip', 'aic_skip' (lists of None or PAIR's reason); idgi: 'levels', 'ratios', 'correct' (N, 25)
+    # 'sic_skip', 'aic_skip' (lists of None or PAIR's reason), 'entropies', 'sic_preds', 'aic_preds'
+    # (N, 2 + T: original, fully blurred, thresholds; NaN where skipped);
+    # idgi: 'levels', 'ratios', 'correct' (N, 25)
     per_image: dict = field(default_factory=dict)
 
 
@@ -73,6 +75,26 @@ def _aggregate(curves: list[np.ndarray], how: str, num_points: int) -> tuple[np.
         return np.full_like(x, np.nan), float("nan")
     y = np.median(np.asarray(curves), axis=0) if how == "median" else np.mean(np.asarray(curves), axis=0)
     return y, float(np.trapezoid(y, x))
+
+
+def pair_curves(entropies: np.ndarray, preds: np.ndarray, min_pred: float, num_points: int = 1000):
+    """PAIR's per-image curves from raw points (N, 2 + T) (original, fully blurred, thresholds) ->
+    (curves (N, num_points + 1) NaN where skipped, AUCs (N,), skip reasons [None or str])."""
+    n = len(entropies)
+    curves, aucs, skips = np.full((n, num_points + 1), np.nan), np.full(n, np.nan), []
+    for i in range(n):
+        cy, r = pic_pair.pair_curve(entropies[i, 1:], preds[i, 1:], entropies[i, 0], preds[i, 0], min_pred,
+                                    num_points=num_points)
+        skips.append(None if cy is not None else r)
+        if cy is not None:
+            curves[i], aucs[i] = cy, r
+    return curves, aucs, skips
+
+
+def aggregate_pair(curves: np.ndarray, how: str, num_points: int = 1000) -> float:
+    """AUC of PAIR's aggregate (how='median' for SIC, 'mean' for AIC) of the non-skipped curves."""
+    kept = [c for c in curves if not np.isnan(c[0])]
+    return _aggregate(kept, how, num_points)[1]
 
 
 def _targets_from(logits: torch.Tensor, target, n: int, device) -> torch.Tensor:
@@ -129,6 +151,11 @@ def _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, worker
         out[name] = (agg, auc, torch.from_numpy(aucs), torch.from_numpy(np.stack(curves)), skips)
     cx = torch.from_numpy(np.append(np.linspace(0.0, 1.0, num=num_points, endpoint=False), 1.0))
     per_image = {f"{k}_{f}": out[k][j] for k in ("sic", "aic") for j, f in ((2, "auc"), (3, "curves"), (4, "skip"))}
+    # the raw points of every image (original, fully blurred, thresholds; NaN where skipped):
+    # enough to redo PAIR's curves and aggregates over any set of images (fastattr eval)
+    per_image["entropies"] = torch.from_numpy(np.concatenate([e0, ent], 1))
+    per_image["sic_preds"] = torch.from_numpy(np.concatenate([p0, p], 1))
+    per_image["aic_preds"] = torch.from_numpy(np.concatenate([c0, correct], 1))
     return PicResult("pair", "entropy", out["sic"][1], out["aic"][1], cx, torch.from_numpy(out["sic"][0]),
                      torch.from_numpy(out["aic"][0]), targets.cpu(), per_image)
 

@@ -1,0 +1,262 @@
+"""The eval dataset loop, on the runner's pieces: images split into fixed blocks (shards) by
+position; each rank computes the pending shards it owns (maps of every variant, then the
+per-image metric values), publishes each shard atomically in the runner's shard format (records
+in the header, the sample maps as tensors); rank 0 then writes the tables and figures from the
+shards alone. A shard depends only on its images and the options (the same groups reach explain
+and the metrics in the same composition; sampling methods are seeded per group and variant), so
+a resumed or distributed eval writes the same bytes as one uninterrupted process with the same
+thread count."""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastattr.evaluation import report
+from fastattr.evaluation.scoring import METRICS, as_array, score_maps
+from fastattr.evaluation.summary import cells, resamples
+from fastattr.evaluation.variants import Variant
+from fastattr.runner.distributed import default_threads, setup, teardown
+from fastattr.runner.manifest import check_config
+from fastattr.runner.shards import WriteError, clean_temporaries, load_shard, read_records, shard_name, write_shard
+
+TARGETS = ("predicted", "label")
+
+
+@dataclass
+class EvalSummary:
+    """What one call did on this rank; `table` is set on rank 0 (the table.md path)."""
+
+    out: Path
+    images: int
+    shards: int
+    computed: int  # shards computed by this rank in this call
+    computed_images: int
+    seconds: float
+    failed: int | None = None  # rank 0: images that could not be read
+    table: Path | None = None
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (the model file: a resumed eval must use the same model)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fingerprint(names: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in names:
+        h.update(p.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def check_metrics(metrics: list[str] | None, size: int, has_masks: bool) -> list[str]:
+    """The metrics to compute: the given ones (checked), or every one that applies to the data
+    (localization needs masks, MS-SSIM's 5 scales need images larger than 160 px)."""
+    if not metrics:
+        return [m for m in METRICS if (m != "localization" or has_masks) and (m != "pic_msssim" or size > 160)]
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise ValueError(f"metrics: unknown {bad}; choose from {list(METRICS)}")
+    if "localization" in metrics and not has_masks:
+        raise ValueError("metrics: localization needs object masks (--masks DIR)")
+    if "pic_msssim" in metrics and size <= 160:
+        raise ValueError(f"metrics: pic_msssim needs images larger than 160 px (MS-SSIM's 5 scales), got --size {size}")
+    return [m for m in METRICS if m in metrics]
+
+
+def _group_targets(target, batch: list[int], labels):
+    if target == "predicted":
+        return None
+    if target == "label":
+        return torch.tensor([labels[i] for i in batch])
+    return int(target)
+
+
+def _explain(model, x, t, v: Variant, opts: dict, seed: int):
+    """Maps of one variant for one group; methods that sample (NeFLAG) draw from a generator
+    seeded by (group, variant), so a shard's maps do not depend on what ran before it."""
+    from fastattr.api import explain
+    from fastattr.methods import METHODS
+
+    kw = {"steps": opts["steps"]} if METHODS[v.method].path else {}
+    if METHODS[v.method].rules:
+        kw["rule"] = opts["rule"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return explain(model, x, t, method=v.method, idgi=v.idgi, backward=v.backward, output=opts["output"],
+                       batch_size=opts["batch_size"], **kw)
+
+
+def _score_group(model, source, batch, variants, opts, maps_run, target, d) -> tuple[list[dict], dict]:
+    """Records of one group (one per image, in order) and {index * len(variants) + variant
+    position: map} of its sample images."""
+    results = {i: {} for i in batch.ok}
+    samples = {}
+    if batch.ok:
+        x = batch.images.to(d.device)
+        rm = torch.stack([source.random_mask(i) for i in batch.ok])
+        for vi, v in enumerate(variants):
+            if maps_run is not None:
+                got = [maps_run.map_and_target(i) for i in batch.ok]
+                maps = torch.stack([g[0] for g in got]).to(d.device)
+                tgt = torch.tensor([g[1] for g in got], device=d.device)
+                evals = [g[2] for g in got]
+            else:
+                ex = _explain(model, x, _group_targets(target, batch.ok, source.labels), v, opts,
+                              seed=opts["seed"] * 1_000_003 + batch.ok[0] * 101 + vi)
+                maps, tgt = ex.attributions, ex.target
+                evals = [ex.grad_evals / len(batch.ok)] * len(batch.ok)
+            rows = score_maps(model, x, maps, tgt, opts["metrics"], batch.masks, batch.has_mask, rm,
+                              opts["min_pred"], opts["workers_metrics"], opts["batch_size"])
+            for j, i in enumerate(batch.ok):
+                rows[j]["target"] = int(tgt[j])
+                rows[j]["grad_evals"] = None if evals[j] is None else float(evals[j])
+                results[i][v.key] = rows[j]
+                if i < opts["sample"]:
+                    samples[i * len(variants) + vi] = maps[j].detach().float().cpu()
+    labels = source.labels
+    records = []
+    for i in batch.indices:
+        ok = i in results
+        records.append({"index": i, "image": source.names[i], "status": "ok" if ok else "failed",
+                        "error": None if ok else batch.failed.get(i), "label": labels[i] if labels else None,
+                        "results": results.get(i, {})})
+    return records, samples
+
+
+def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], metrics: list[str], steps: int,
+             rule: str = "left", output: str = "probability", batch_size: int | None = None,
+             target="predicted", min_pred: float = 0.8, shard_size: int = 64, images_per_call: int = 16,
+             sample: int = 6, bootstrap: int = 1000, seed: int = 0, workers: int | None = None,
+             metric_workers: int = 0, threads: int | None = None, device: str | None = None,
+             progress: bool = True, maps_run=None, header: str = "") -> EvalSummary:
+    """Evaluate `variants` on every image of `source` into `out` (shards, then table.md,
+    table.csv, per_image.csv, curves.png, maps.png); resumable, torchrun-aware."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    n = len(source)
+    d = setup(device)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads(d))
+    try:
+        model = model.to(d.device)
+        n_shards = math.ceil(n / shard_size)
+        opts = {"steps": steps, "rule": rule, "output": output, "batch_size": batch_size, "metrics": metrics,
+                "min_pred": min_pred, "sample": sample, "seed": seed, "workers_metrics": metric_workers}
+        # every option that changes a stored value; threads, ranks, workers and the bootstrap
+        # (recomputed from the stored values each time) are left out on purpose
+        config = {"format": "fastattr-eval/1", "source": source.kind,
+                  "input": str(Path(source.images.root).resolve()) if source.kind == "folder" else "bundled",
+                  "masks": str(source.masks_root.resolve()) if getattr(source, "masks_root", None) else None,
+                  "images": n, "files_sha256": _fingerprint(source.names), "size": source.size, **model_id,
+                  "variants": [v.key for v in variants], "metrics": metrics, "steps": steps, "rule": rule,
+                  "output": output, "batch_size": batch_size, "target": target, "min_pred": min_pred,
+                  "shard_size": shard_size, "images_per_call": images_per_call, "sample": sample, "seed": seed,
+                  "maps_run": maps_run.options | {"folder": str(maps_run.folder.resolve())} if maps_run else None}
+        if d.rank == 0:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WriteError(f"--out: cannot create {out}: {exc}") from exc
+            clean_temporaries(out)
+            check_config(out, config, write=True)
+        d.barrier()
+        if d.rank != 0:
+            check_config(out, config, write=False)
+        pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
+        d.barrier()  # every rank has listed the same pending shards before any new one appears
+        mine = pending[d.rank::d.world]
+        groups, owner = [], []
+        for k in mine:
+            block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
+            for j in range(0, len(block), images_per_call):
+                groups.append(block[j:j + images_per_call])
+                owner.append(k)
+        t0 = time.perf_counter()
+        if groups:
+            if workers is None:
+                workers = min(2, len(groups))
+            bar = tqdm(total=sum(len(g) for g in groups), unit="img", dynamic_ncols=True, file=sys.stderr,
+                       desc="fastattr eval" + (f" rank 0/{d.world}" if d.world > 1 else ""),
+                       disable=not progress or d.rank != 0)
+            records, samples, failed = [], {}, 0
+            try:
+                for gi, batch in enumerate(source.batches(groups, workers, pin_memory=d.device.type == "cuda")):
+                    recs, smp = _score_group(model, source, batch, variants, opts, maps_run, target, d)
+                    records += recs
+                    samples.update(smp)
+                    failed += len(batch.failed)
+                    bar.update(len(batch.indices))
+                    if failed:
+                        bar.set_postfix(failed=failed, refresh=False)
+                    k = owner[gi]
+                    if gi + 1 == len(groups) or owner[gi + 1] != k:
+                        keys = sorted(samples)  # image * len(variants) + variant position
+                        block = torch.stack([samples[s] for s in keys]) if keys else \
+                            torch.zeros(0, 3, source.size, source.size)
+                        write_shard(out / shard_name(k), block, torch.tensor(keys, dtype=torch.int64), records)
+                        records, samples = [], {}
+            finally:
+                bar.close()
+        summary = EvalSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups), time.perf_counter() - t0)
+        d.barrier()  # all shards exist
+        if d.rank == 0:
+            summary.table, summary.failed = write_outputs(out, source, n_shards, variants, metrics, min_pred,
+                                                          bootstrap, seed, sample, header)
+        return summary
+    finally:
+        torch.set_num_threads(old_threads)
+        teardown(d)
+
+
+def write_outputs(out: Path, source, n_shards: int, variants: list[Variant], metrics: list[str], min_pred: float,
+                  bootstrap: int, seed: int, sample: int, header: str) -> tuple[Path, int]:
+    """Tables, per_image.csv and figures from the shards of a finished eval; (table.md path, failed)."""
+    records, sample_maps = [], {}
+    for k in range(n_shards):
+        path = out / shard_name(k)
+        recs = read_records(path)
+        records += recs
+        if any(r["index"] < sample for r in recs):
+            maps, index, _ = load_shard(path)
+            for m, j in zip(maps, index.tolist()):
+                sample_maps[(j // len(variants), variants[j % len(variants)].key)] = m
+    ok = [r for r in records if r["status"] == "ok"]
+    draws = resamples(len(ok), bootstrap, seed)
+    rows, curves = [], {"insertion": {}, "deletion": {}}
+    for v in variants:
+        vr = [r["results"][v.key] for r in ok]
+        evals = [x["grad_evals"] for x in vr if x.get("grad_evals") is not None]
+        info = {"images": len(vr), "grad_evals": sum(evals) / len(evals) if evals else float("nan")}
+        rows.append((v, cells(vr, metrics, min_pred, draws), info))
+        for kind in curves:
+            if kind in metrics and vr:
+                curves[kind][v.key] = as_array([x[f"{kind}_curve"] for x in vr])
+    n_failed = len(records) - len(ok)
+    head = header + (f"\n\n{len(ok)} images evaluated, {n_failed} could not be read (see per_image.csv)."
+                     if n_failed else "")
+    head += ("\n\nEach cell: the statistic over all images, then its 95% bootstrap interval "
+             f"[2.5th, 97.5th percentile of {bootstrap} resamples of the images]." if bootstrap else "")
+    md = out / "table.md"
+    report.write_text(md, report.table_markdown(rows, metrics, head))
+    report.write_text(out / "table.csv", report.table_csv(rows, metrics))
+    report.write_text(out / "per_image.csv", report.per_image_csv(records, variants))
+    report.plot_curves(out / "curves.png", curves, variants)
+    shown = sorted({i for i, _ in sample_maps})
+    if shown:
+        names = {r["index"]: r["image"] for r in records}
+        batch = next(iter(source.batches([shown], 0)))  # the sample images, decoded again
+        imgs = list(batch.images)
+        report.plot_maps(out / "maps.png", imgs, {v.label: [sample_maps[(i, v.key)] for i in shown] for v in variants},
+                         [names[i] for i in shown])
+    return md, n_failed
