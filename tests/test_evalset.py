@@ -73,9 +73,11 @@ def test_default_set_is_confident_under_default_model(effnet):
     assert (p.gather(1, es.labels[:, None]).squeeze(1) >= E.MIN_PROB - 1e-4).all()
 
 
-def test_eval_rows_follow_the_registries_and_table_is_written(tmp_path):
+def test_eval_rows_follow_the_registries_and_table_is_written():
     from fastattr.backward import BACKWARDS
-    from fastattr.evaluate import RowResult, Variant, variants, write_tables
+    from fastattr.evaluation.report import table_csv, table_markdown
+    from fastattr.evaluation.summary import Cell
+    from fastattr.evaluation.variants import Variant, variants
     from fastattr.methods import METHODS
 
     rows = variants()
@@ -87,10 +89,12 @@ def test_eval_rows_follow_the_registries_and_table_is_written(tmp_path):
             assert ((name, True, "guided") in labels) == spec.path
     with pytest.raises(ValueError, match="methods"):
         variants(["no_such_method"])
-    res = [RowResult(Variant("ig"), {"insertion": 0.2, "deletion": 0.1}, 1.0, 8),
-           RowResult(Variant("ig", True), {"insertion": 0.3, "deletion": 0.2}, 1.0, 8),
-           RowResult(Variant("x"), error="ValueError: boom")]
-    md = write_tables(res, ["insertion", "deletion"], tmp_path, "# t")
-    text = md.read_text()
-    assert "| ig + IDGI | **0.300** | 0.200 |" in text and "| ig | 0.200 | **0.100** |" in text
-    assert "error: ValueError: boom" in text and (tmp_path / "table.csv").read_text().count("\n") == 4
+    info = {"images": 9, "grad_evals": 8.0}
+    res = [(Variant("ig"), {"insertion": Cell(0.2, 0.15, 0.25), "deletion": Cell(0.1, 0.05, 0.12)}, info),
+           (Variant("ig", True), {"insertion": Cell(0.3, 0.2, 0.4), "deletion": Cell(0.2)}, info)]
+    text = table_markdown(res, ["insertion", "deletion"], "# t")
+    assert "| ig + IDGI | **0.300** [0.200, 0.400] | 0.200 | 9 | 8 |" in text
+    assert "| ig | 0.200 [0.150, 0.250] | **0.100** [0.050, 0.120] | 9 | 8 |" in text
+    lines = table_csv(res, ["insertion", "deletion"]).splitlines()
+    assert lines[0].startswith("method,idgi,backward,label,images,grad_evals_per_image,insertion,insertion_low")
+    assert lines[2].split(",")[6:] == ["0.3", "0.2", "0.4", "0.2", "", ""]

@@ -258,6 +258,18 @@ def test_pic_pair_equals_pair_small_model_with_skips():
     reasons = set(res.per_image["sic_skip"] + res.per_image["aic_skip"])
     assert {None, "low prediction", "blurred entropy >= original", "blurred prediction >= original"} <= reasons
     _check_against_pair(model, images[:3], attr[:3], t[:3], min_pred=0.0, workers=0)  # in-process
+    # the original and fully blurred images computed once for several maps: the same result
+    from fastattr.metrics.pic import pair_reference
+
+    rm = random_masks_like(5, 16, 16, seed=3)
+    ref = pair_reference(model, images, rm, workers=0)
+    for a in (attr, attr.flip(-1)):
+        want = pic(model, images, a, t, random_masks=rm, min_pred=0.5, workers=0)
+        got = pic(model, images, a, t, random_masks=rm, min_pred=0.5, workers=0, reference=ref)
+        assert np.array_equal([got.sic, got.aic], [want.sic, want.aic], equal_nan=True)
+        assert torch.equal(got.per_image["entropies"].nan_to_num(-1), want.per_image["entropies"].nan_to_num(-1))
+    with pytest.raises(ValueError, match="reference"):
+        pic(model, images, attr, t, random_masks=random_masks_like(5, 16, 16, seed=4), reference=ref)
 
 
 @pytest.mark.slow

@@ -102,8 +102,15 @@ def _score_group(model, source, batch, variants, opts, maps_run, target, d) -> t
     results = {i: {} for i in batch.ok}
     samples = {}
     if batch.ok:
+        from fastattr.engine import Engine
+        from fastattr.metrics.pic import pair_reference
+
         x = batch.images.to(d.device)
         rm = torch.stack([source.random_mask(i) for i in batch.ok])
+        engine = Engine(model, output="probability", batch_size=opts["batch_size"])
+        # PIC pair's original and fully blurred images: the same for every variant
+        pair_ref = pair_reference(engine, x, rm, workers=opts["workers_metrics"]) \
+            if "pic_pair" in opts["metrics"] else None
         for vi, v in enumerate(variants):
             if maps_run is not None:
                 got = [maps_run.map_and_target(i) for i in batch.ok]
@@ -115,8 +122,8 @@ def _score_group(model, source, batch, variants, opts, maps_run, target, d) -> t
                               seed=opts["seed"] * 1_000_003 + batch.ok[0] * 101 + vi)
                 maps, tgt = ex.attributions, ex.target
                 evals = [ex.grad_evals / len(batch.ok)] * len(batch.ok)
-            rows = score_maps(model, x, maps, tgt, opts["metrics"], batch.masks, batch.has_mask, rm,
-                              opts["min_pred"], opts["workers_metrics"], opts["batch_size"])
+            rows = score_maps(engine, x, maps, tgt, opts["metrics"], batch.masks, batch.has_mask, rm,
+                              opts["min_pred"], opts["workers_metrics"], pair_ref)
             for j, i in enumerate(batch.ok):
                 rows[j]["target"] = int(tgt[j])
                 rows[j]["grad_evals"] = None if evals[j] is None else float(evals[j])

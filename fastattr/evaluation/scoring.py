@@ -21,20 +21,19 @@ def _floats(a) -> list:
     return [_f(v) for v in torch.as_tensor(a).reshape(-1).tolist()]
 
 
-def score_maps(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, metrics: list[str],
+def score_maps(engine, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, metrics: list[str],
                masks: torch.Tensor | None, has_mask: torch.Tensor | None, random_masks: torch.Tensor,
-               min_pred: float, workers: int, batch_size: int | None) -> list[dict]:
+               min_pred: float, workers: int, pair_ref=None) -> list[dict]:
     """One dict per image of x (G, 3, H, W) with maps (G, C, H, W) explained for target (G,):
     'insertion', 'deletion' (AUCs), 'insertion_curve', 'deletion_curve' (21 points), 'pair'
     (PAIR's raw points: entropies, SIC and AIC predictions, 2 + 13 each) with per-image 'sic_pair',
     'aic_pair' AUCs, 'entropy' / 'msssim' (the IDGI variant's levels, ratios, correct, 25 each),
-    'loc_auc', 'loc_f1', 'loc_mae', 'loc_auc_abs' (images with a mask)."""
+    'loc_auc', 'loc_f1', 'loc_mae', 'loc_auc_abs' (images with a mask). engine: a probability
+    Engine of the model; pair_ref: metrics.pic.pair_reference of x (shared by all variants)."""
     from fastattr import metrics as M
-    from fastattr.engine import Engine
 
     g = x.shape[0]
     rows = [{} for _ in range(g)]
-    engine = Engine(model, output="probability", batch_size=batch_size)
     if "insertion" in metrics or "deletion" in metrics:
         r = M.insertion_deletion(engine, x, maps, target)
         for kind in ("insertion", "deletion"):
@@ -43,7 +42,8 @@ def score_maps(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
                     rows[i][kind] = _f(r[kind][i])
                     rows[i][f"{kind}_curve"] = _floats(r[f"{kind}_curve"][i])
     if "pic_pair" in metrics:
-        r = M.pic(engine, x, maps, target, random_masks=random_masks, min_pred=min_pred, workers=workers)
+        r = M.pic(engine, x, maps, target, random_masks=random_masks, min_pred=min_pred, workers=workers,
+                  reference=pair_ref)
         for i in range(g):
             rows[i]["pair"] = {k: _floats(r.per_image[k][i]) for k in ("entropies", "sic_preds", "aic_preds")}
             rows[i]["sic_pair"] = _f(r.per_image["sic_auc"][i])

@@ -104,36 +104,85 @@ def _targets_from(logits: torch.Tensor, target, n: int, device) -> torch.Tensor:
     return check_target(target, n, logits.shape[1], device)
 
 
-def _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points) -> PicResult:
+@dataclass
+class PairReference:
+    """What PIC 'pair' computes per image before any map is used: the uint8 images (N, H, W, 3),
+    WebP lengths (N, 2) of the original and the fully blurred image (random pixels only), and the
+    model's scores on both (N, 2, K). The same for every map of the same images and random
+    masks, so fastattr eval computes it once per group for all methods (pair_reference)."""
+
+    images: np.ndarray
+    random_masks: np.ndarray
+    entropies: np.ndarray
+    logits: torch.Tensor
+
+
+def pair_reference(model, images: torch.Tensor, random_masks: torch.Tensor, *, workers: int | None = None,
+                   batch_size: int | None = None) -> PairReference:
+    """PairReference of images (N, 3, H, W) in [0, 1] with random_masks (N, H, W) bool, to pass as
+    pic(..., reference=) for several maps of the same images."""
+    engine = as_engine(model, batch_size)
+    x = check_images(images, engine)
+    n, _, h, w = x.shape
+    rm = check_masks(random_masks, (n, h, w), "random_masks")
+    workers = pic_pair.default_workers() if workers is None else check_count(workers, "workers", minimum=0)
+    with engine.session():
+        return _reference(engine, x, rm, workers)
+
+
+def _reference(engine, x, random_masks, workers) -> PairReference:
     n = x.shape[0]
     imgs = _to_uint8(x)
-    sal_np = sal.cpu().numpy()
     rm = random_masks.cpu().numpy()
-    # Phase 1, per image: the original and the fully blurred image (random pixels only). They
-    # decide PAIR's skips (low prediction, blurred entropy or prediction not lower), so the 13
-    # threshold images (most of the cost) are made only for images that SIC or AIC keeps, as
-    # PAIR, which raises before its threshold loop.
     done = pic_pair.parallel_map(pic_pair.blur_and_measure,
                                  [t for i in range(n) for t in ((imgs[i], None), (imgs[i], rm[i]))], workers)
     stack = np.stack([imgs[i] if j == 0 else done[2 * i + 1][0] for i in range(n) for j in range(2)])
     logits = _logits_u8(engine, stack, x.device)
-    targets = _targets_from(logits[0::2], target, n, x.device)
-    p0, c0 = (a.reshape(n, 2) for a in _probs_and_correct(logits, targets.repeat_interleave(2)))
     e0 = np.array([d[1] for d in done], dtype=np.float64).reshape(n, 2)
+    return PairReference(imgs, rm, e0, logits.reshape(n, 2, -1))
+
+
+def _threshold_points(engine, tasks, targets, workers, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WebP lengths, p_c and 1[argmax = c] of the threshold images of `tasks` ((image, mask) each;
+    targets (len(tasks),)). The model takes the blurred images in full chunks as the worker
+    processes hand them over, so model and image side overlap."""
+    ent, logits, buf = [], [], []
+    for blurred, length in pic_pair.parallel_imap(pic_pair.blur_and_measure, tasks, workers):
+        ent.append(length)
+        buf.append(blurred)
+        if len(buf) == engine.batch_size:
+            logits.append(engine.logits(_from_uint8(np.stack(buf), device)).double())
+            buf = []
+    if buf:
+        logits.append(engine.logits(_from_uint8(np.stack(buf), device)).double())
+    p, c = _probs_and_correct(torch.cat(logits), targets)
+    return np.array(ent, dtype=np.float64), p, c
+
+
+def _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points,
+              reference=None) -> PicResult:
+    n = x.shape[0]
+    # Phase 1, per image: the original and the fully blurred image (random pixels only). They
+    # decide PAIR's skips (low prediction, blurred entropy or prediction not lower), so the 13
+    # threshold images (most of the cost) are made only for images that SIC or AIC keeps, as
+    # PAIR, which raises before its threshold loop.
+    ref = reference if reference is not None else _reference(engine, x, random_masks, workers)
+    imgs, rm, e0 = ref.images, ref.random_masks, ref.entropies
+    targets = _targets_from(ref.logits[:, 0], target, n, x.device)
+    p0, c0 = (a.reshape(n, 2) for a in _probs_and_correct(ref.logits.reshape(2 * n, -1),
+                                                         targets.repeat_interleave(2)))
     reasons = {"sic": [pic_pair.skip_reason(e0[i, 1], e0[i, 0], p0[i, 1], p0[i, 0], min_pred) for i in range(n)],
                "aic": [pic_pair.skip_reason(e0[i, 1], e0[i, 0], c0[i, 1], c0[i, 0], min_pred) for i in range(n)]}
     todo = [i for i in range(n) if reasons["sic"][i] is None or reasons["aic"][i] is None]
-    # Phase 2: the threshold images of the kept images, all through the model in full chunks
-    tasks = [(imgs[i], m) for i in todo for m in pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)]
-    done = pic_pair.parallel_map(pic_pair.blur_and_measure, tasks, workers)
+    # Phase 2: the threshold images of the kept images
+    sal_np = sal.cpu().numpy()
     t_count = len(thresholds)
     ent = np.full((n, t_count), np.nan)
     p, correct = np.full((n, t_count), np.nan), np.full((n, t_count), np.nan)
     if todo:
-        logits = _logits_u8(engine, np.stack([d[0] for d in done]), x.device)
-        pt, ct = _probs_and_correct(logits, targets[todo].repeat_interleave(t_count))
-        p[todo], correct[todo] = pt.reshape(-1, t_count), ct.reshape(-1, t_count)
-        ent[todo] = np.array([d[1] for d in done], dtype=np.float64).reshape(-1, t_count)
+        tasks = [(imgs[i], m) for i in todo for m in pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)]
+        et, pt, ct = _threshold_points(engine, tasks, targets[todo].repeat_interleave(t_count), workers, x.device)
+        ent[todo], p[todo], correct[todo] = (a.reshape(-1, t_count) for a in (et, pt, ct))
 
     out = {}
     for name, pred, pred0 in (("sic", p, p0), ("aic", correct, c0)):
@@ -203,12 +252,14 @@ def _check_thresholds(thresholds) -> list[float]:
 def pic(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *, targets=None,
         variant: str = "pair", info: str = "entropy", random_masks: torch.Tensor | None = None, seed: int = 0,
         thresholds=pic_pair.PAIR_THRESHOLDS, min_pred: float = 0.8, absolute: bool = False,
-        workers: int | None = None, batch_size: int | None = None, num_points: int = 1000) -> PicResult:
+        workers: int | None = None, batch_size: int | None = None, num_points: int = 1000,
+        reference: PairReference | None = None) -> PicResult:
     """SIC and AIC of maps (N, C, H, W) or (N, H, W) on images (N, 3, H, W) in [0, 1] (seen by the
     model as uint8 / 255). variant='pair': PAIR's compute_pic_metric per image (random_masks
     (N, H, W) bool, default seeded 1%) aggregated by median (SIC) / mean (AIC); variant='idgi':
     info='entropy' or 'msssim', 25 bokeh thresholds, 100 bins. workers: processes for the image
-    side. target: None (the argmax on the uint8 image), an int or (N,) ints (`targets`: alias)."""
+    side. target: None (the argmax on the uint8 image), an int or (N,) ints (`targets`: alias).
+    reference: pair_reference() of the same images and random masks (shared between maps)."""
     target = target_argument(target, targets)
     check_choice(variant, "variant", VARIANTS)
     check_choice(info, "info", pic_idgi.INFOS)
@@ -232,4 +283,9 @@ def pic(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *,
         if random_masks is None:
             random_masks = random_masks_like(n, h, w, seed=seed)
         random_masks = check_masks(random_masks, (n, h, w), "random_masks")
-        return _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points)
+        if reference is not None and (not isinstance(reference, PairReference) or reference.images.shape[:3] != (n, h, w)
+                                      or not np.array_equal(reference.random_masks, random_masks.numpy())
+                                      or not np.array_equal(reference.images, _to_uint8(x))):
+            raise ValueError("reference: expected pair_reference() of these images and random_masks")
+        return _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, workers, num_points,
+                         reference)

@@ -95,6 +95,17 @@ def skip_reason(blur_entropy: float, orig_entropy: float, blur_pred: float, orig
     return None
 
 
+def parallel_imap(fn, items: list, workers: int):
+    """fn(i) for i in items, yielded in order as they are done, computed by `workers` processes
+    (0 or 1: lazily in this process); the caller can work while the processes compute ahead."""
+    if workers <= 1 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    ctx = multiprocessing.get_context("fork")  # see parallel_map
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as ex:
+        yield from ex.map(fn, items, chunksize=1)
+
+
 def pair_curve(entropies: np.ndarray, preds: np.ndarray, orig_entropy: float, orig_pred: float,
                min_pred: float = 0.8, keep_monotonous: bool = True, num_points: int = 1000):
     """PAIR's curve of one image: entropies/preds (T + 1,) of the fully blurred image then each
