@@ -439,3 +439,31 @@ def test_pic_idgi_in_process_when_the_blur_is_not_smaller():
     lv = res.per_image["levels"]
     assert torch.isnan(lv[0]).all() and torch.isfinite(lv[1]).all()
     assert math.isfinite(res.sic) and math.isfinite(res.aic)
+
+
+def test_pic_idgi_levels_and_ratios_match_a_direct_oracle():
+    """Every bokeh image built, encoded and classified one by one (SPEC: top-t% pixels of the
+    input over the PIL blur, 25 evenly spaced percentiles, WebP-size entropy)."""
+    model = make_small_cnn(6, num_classes=4)
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 24, 24, generator=g)
+    attr = torch.randn(2, 3, 24, 24, generator=g)
+    res = pic(model, images, attr, target=[1, 2], variant="idgi", info="entropy", workers=0)
+    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i in range(2):
+        base = pic_idgi.pil_blur(u8[i])
+        order = np.argsort(-attr[i].double().sum(0).numpy().reshape(-1), kind="stable")
+        lo, hi = pic_pair.webp_length(base), pic_pair.webp_length(u8[i])
+        with torch.no_grad():
+            p_in = float(model(torch.from_numpy(u8[i]).permute(2, 0, 1)[None].float() / 255).double().softmax(1)[0, i + 1])
+        for k, pct in enumerate(np.linspace(0, 100, 25)):
+            m = np.zeros(24 * 24, bool)
+            m[order[: int(round(pct / 100 * 24 * 24))]] = True
+            bokeh = np.where(m.reshape(24, 24, 1), u8[i], base)
+            level = np.clip((pic_pair.webp_length(bokeh) - lo) / (hi - lo), 0, 1)
+            assert float(res.per_image["levels"][i, k]) == level
+            with torch.no_grad():
+                lg = model(torch.from_numpy(bokeh).permute(2, 0, 1)[None].float() / 255).double()
+            # float32 convolutions differ by batch composition (chunks of 64 vs one image): ~1e-6
+            assert abs(float(res.per_image["ratios"][i, k]) - float(lg.softmax(1)[0, i + 1]) / p_in) < 1e-5
+            assert float(res.per_image["correct"][i, k]) == float(lg.argmax(1)[0] == i + 1)
