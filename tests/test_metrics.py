@@ -468,3 +468,24 @@ def test_pic_idgi_levels_and_ratios_match_a_direct_oracle():
             want = float(lg.softmax(1)[0, i + 1]) / p_in
             assert abs(float(res.per_image["ratios"][i, k]) - want) < 1e-5 * max(1.0, want)
             assert float(res.per_image["correct"][i, k]) == float(lg.argmax(1)[0] == i + 1)
+
+
+MARK = torch.tensor([128 / 255, 0.0, 1.0])  # exact in uint8 too; no blur or insertion makes it
+
+
+class NaNModel(nn.Module):
+    """3 classes; the scores are NaN when the top-left pixel is MARK (only image 1 has it)."""
+
+    def forward(self, x):
+        s = x.mean((1, 2, 3))
+        bad = (x[:, :, 0, 0] == MARK).all(1)
+        return torch.stack([s, 2 * s, torch.where(bad, torch.full_like(s, float("nan")), s)], 1)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METRICS))
+def test_model_with_nan_scores_is_a_named_error(name):
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    x[1, :, 0, 0] = MARK
+    a = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"non-finite.*images\[1\]"):
+        ALL_METRICS[name](NaNModel().eval(), x, a)

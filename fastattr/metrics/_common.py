@@ -131,26 +131,19 @@ def pixel_saliency(attributions: torch.Tensor, shape: tuple[int, int, int], abso
 
 
 def check_target(target, n: int, num_classes: int, device) -> torch.Tensor:
-    """None is not allowed here; an int, or (N,) integer class indices -> (N,) int64 on device.
-    Floats (1.7), bools, strings are TypeErrors; indices outside [0, num_classes) ValueErrors."""
-    if isinstance(target, (str, bytes)) or isinstance(target, bool):
-        raise TypeError(f"target: expected an integer class index or (N,) integer indices, got {target!r}")
-    if isinstance(target, numbers.Integral):
-        if not 0 <= int(target) < num_classes:
-            raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {int(target)}")
-    elif isinstance(target, (list, tuple)):
-        for t in target:
-            if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-                raise TypeError(f"target: expected integer class indices, got {type(t).__name__} ({t!r})")
-            if not 0 <= int(t) < num_classes:
-                raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {int(t)}")
-    elif isinstance(target, np.ndarray):
-        if not np.issubdtype(target.dtype, np.integer):
-            raise TypeError(f"target: expected integer class indices, got dtype {target.dtype}")
-        target = torch.from_numpy(target.astype(np.int64))
-    elif not isinstance(target, torch.Tensor):
-        raise TypeError(f"target: expected an integer or (N,) integer indices, got {type(target).__name__}")
+    """An int, or (N,) integer class indices -> (N,) int64 on device (validation.check_target:
+    floats, bools, strings are TypeErrors; indices outside [0, num_classes) ValueErrors)."""
     return v.check_target(target, n, num_classes, device)
+
+
+def check_finite_scores(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """scores (P, K) of points made from images[p] (P,): a NaN/inf score is a ValueError naming
+    the first such image (a metric must not turn it into a NaN AUC)."""
+    bad = ~torch.isfinite(scores).all(1)
+    if bool(bad.any()):
+        i = int(images[bad.nonzero()[0, 0]])
+        raise ValueError(f"model: produced non-finite scores (NaN or inf) on a perturbed copy of images[{i}]")
+    return scores
 
 
 def resolve_target(target, engine: Engine, images: torch.Tensor) -> torch.Tensor:

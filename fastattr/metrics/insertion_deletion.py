@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from fastattr.engine import select_output
-from fastattr.metrics._common import (as_engine, check_choice, check_count, check_flag, check_images,
+from fastattr.metrics._common import (as_engine, check_choice, check_count, check_finite_scores, check_flag,
+                                      check_images,
                                       check_number, check_target, pixel_ranks, pixel_saliency,
                                       target_argument)
 
@@ -73,7 +74,7 @@ def stream_curves(engine, x: torch.Tensor, sal: torch.Tensor, target, runs: list
             revealed = ranks[img[sel]] < counts[k][:, None]  # (B_r, H*W): the top-k pixels
             keep_input = revealed if kind == "insertion" else ~revealed
             pts[sel] = torch.where(keep_input[:, None, :], flat_x[img[sel]], base.reshape(n, c, h * w)[img[sel]])
-        logits = engine.logits(pts.reshape(-1, c, h, w))
+        logits = check_finite_scores(engine.logits(pts.reshape(-1, c, h, w)), img)
         if given and s == 0:
             tgt = check_target(target, n, logits.shape[1], x.device)
         elif not given:

@@ -10,7 +10,7 @@ import torch
 
 from fastattr.metrics import pic_idgi, pic_pair
 from fastattr.metrics._common import (as_engine, check_choice, check_count, check_flag, check_images,
-                                      check_masks, check_number, check_target, pixel_saliency, target_argument,
+                                      check_finite_scores, check_masks, check_number, check_target, pixel_saliency, target_argument,
                                       top_masks)
 
 VARIANTS = ("pair", "idgi")
@@ -55,11 +55,13 @@ def random_masks_like(n: int, h: int, w: int, fraction: float = 0.01, seed: int 
     return out.reshape(n, h, w)
 
 
-def _logits_u8(engine, stack: np.ndarray, device) -> torch.Tensor:
+def _logits_u8(engine, stack: np.ndarray, device, owners: torch.Tensor) -> torch.Tensor:
     """Model scores of (P, H, W, 3) uint8 images seen as float / 255, one engine chunk at a time
-    (only one chunk of float images in memory) -> (P, K) float64."""
+    (only one chunk of float images in memory) -> (P, K) float64; owners (P,): the image each row
+    was made from (named in a non-finite-score error)."""
     out = [engine.logits(_from_uint8(stack[s:e], device)).double() for s, e in engine.chunks(len(stack))]
-    return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
+    out = torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
+    return check_finite_scores(out, owners)
 
 
 def _probs_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +139,14 @@ def _reference(engine, x, random_masks, workers) -> PairReference:
     done = pic_pair.parallel_map(pic_pair.blur_and_measure,
                                  [t for i in range(n) for t in ((imgs[i], None), (imgs[i], rm[i]))], workers)
     stack = np.stack([imgs[i] if j == 0 else done[2 * i + 1][0] for i in range(n) for j in range(2)])
-    logits = _logits_u8(engine, stack, x.device)
+    logits = _logits_u8(engine, stack, x.device, torch.arange(n).repeat_interleave(2))
     e0 = np.array([d[1] for d in done], dtype=np.float64).reshape(n, 2)
     return PairReference(imgs, rm, e0, logits.reshape(n, 2, -1))
 
 
-def _threshold_points(engine, tasks, targets, workers, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _threshold_points(engine, tasks, owners, targets, workers, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """WebP lengths, p_c and 1[argmax = c] of the threshold images of `tasks` ((image, mask) each;
-    targets (len(tasks),)). The model takes the blurred images in full chunks as the worker
+    owners, targets (len(tasks),): the image index and class of each). The model takes the blurred images in full chunks as the worker
     processes hand them over, so model and image side overlap."""
     ent, logits, buf = [], [], []
     for blurred, length in pic_pair.parallel_imap(pic_pair.blur_and_measure, tasks, workers):
@@ -155,7 +157,8 @@ def _threshold_points(engine, tasks, targets, workers, device) -> tuple[np.ndarr
             buf = []
     if buf:
         logits.append(engine.logits(_from_uint8(np.stack(buf), device)).double())
-    p, c = _probs_and_correct(torch.cat(logits), targets)
+    logits = check_finite_scores(torch.cat(logits), torch.tensor(owners))
+    p, c = _probs_and_correct(logits, targets)
     return np.array(ent, dtype=np.float64), p, c
 
 
@@ -181,7 +184,9 @@ def _pic_pair(engine, x, sal, target, random_masks, thresholds, min_pred, worker
     p, correct = np.full((n, t_count), np.nan), np.full((n, t_count), np.nan)
     if todo:
         tasks = [(imgs[i], m) for i in todo for m in pic_pair.threshold_masks(sal_np[i], rm[i], thresholds)]
-        et, pt, ct = _threshold_points(engine, tasks, targets[todo].repeat_interleave(t_count), workers, x.device)
+        owners = [i for i in todo for _ in thresholds]
+        et, pt, ct = _threshold_points(engine, tasks, owners, targets[todo].repeat_interleave(t_count), workers,
+                                       x.device)
         ent[todo], p[todo], correct[todo] = (a.reshape(-1, t_count) for a in (et, pt, ct))
 
     out = {}
@@ -223,7 +228,7 @@ def _pic_idgi(engine, x, sal, target, info, workers) -> PicResult:
     # encodings per image (the bulk of this metric's time) 2 are saved, and the ratio at 100% is
     # exactly 1.
     stack = np.concatenate([imgs, bokeh[:, :-1].reshape(n * (t - 1), h, w, 3)])
-    logits = _logits_u8(engine, stack, x.device)
+    logits = _logits_u8(engine, stack, x.device, torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(t - 1)]))
     targets = _targets_from(logits[:n], target, n, x.device)
     p, correct = _probs_and_correct(logits, torch.cat([targets, targets.repeat_interleave(t - 1)]))
     p_in, c_in = p[:n, None], correct[:n, None]
