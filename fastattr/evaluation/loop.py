@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from fastattr.evaluation import report
-from fastattr.evaluation.scoring import METRICS, as_array, score_maps
+import numpy as np
+
+from fastattr.evaluation.scoring import METRICS, as_array, flatten, score_maps
 from fastattr.evaluation.summary import cells, resamples
 from fastattr.evaluation.variants import Variant
 from fastattr.runner.distributed import default_threads, setup, teardown
@@ -226,44 +228,65 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
         teardown(d)
 
 
+SCALARS = ("insertion", "deletion", "sic_pair", "aic_pair", "loc_auc", "loc_f1", "loc_mae", "loc_auc_abs",
+           "grad_evals")
+
+
+def _collect(ok: list[dict], variants: list[Variant], values: dict) -> None:
+    """Append one shard's per-image values to values[variant key][name] (lists of arrays): the
+    summary keeps compact float arrays, not the records."""
+    for v in variants:
+        flat = [flatten(r["results"][v.key]) for r in ok]
+        names = set(SCALARS) | {k for k, x in flat[0].items() if isinstance(x, list)}
+        for name in names:
+            values[v.key].setdefault(name, []).append(as_array([f.get(name) for f in flat]))
+
+
 def write_outputs(out: Path, source, n_shards: int, variants: list[Variant], metrics: list[str], min_pred: float,
                   bootstrap: int, seed: int, sample: int, header: str) -> tuple[Path, int]:
-    """Tables, per_image.csv and figures from the shards of a finished eval; (table.md path, failed)."""
-    records, sample_maps = [], {}
+    """Tables, per_image.csv and figures from the shards of a finished eval, read one shard at a
+    time; (table.md path, images that could not be read)."""
+    per_image = [report.per_image_header()]
+    values = {v.key: {} for v in variants}
+    sample_maps, names = {}, {}
+    n_ok = n_failed = 0
     for k in range(n_shards):
         path = out / shard_name(k)
         recs = read_records(path)
-        records += recs
-        if any(r["index"] < sample for r in recs):
+        per_image.append(report.per_image_rows(recs, variants))
+        ok = [r for r in recs if r["status"] == "ok"]
+        n_ok, n_failed = n_ok + len(ok), n_failed + len(recs) - len(ok)
+        if ok:
+            _collect(ok, variants, values)
+        names.update((r["index"], r["image"]) for r in recs if r["index"] < sample)
+        if any(r["index"] < sample for r in ok):
             maps, index, _ = load_shard(path)
             for m, j in zip(maps, index.tolist()):
                 sample_maps[(j // len(variants), variants[j % len(variants)].key)] = m
-    ok = [r for r in records if r["status"] == "ok"]
-    draws = resamples(len(ok), bootstrap, seed)
+    draws = resamples(n_ok, bootstrap, seed)
     rows, curves = [], {"insertion": {}, "deletion": {}}
     for v in variants:
-        vr = [r["results"][v.key] for r in ok]
-        evals = [x["grad_evals"] for x in vr if x.get("grad_evals") is not None]
-        info = {"images": len(vr), "grad_evals": sum(evals) / len(evals) if evals else float("nan")}
-        rows.append((v, cells(vr, metrics, min_pred, draws), info))
+        vals = {name: np.concatenate(parts) for name, parts in values[v.key].items()}
+        evals = vals.get("grad_evals", np.zeros(0))
+        evals = evals[np.isfinite(evals)]
+        info = {"images": n_ok, "grad_evals": float(evals.mean()) if evals.size else float("nan")}
+        rows.append((v, cells(vals, n_ok, metrics, min_pred, draws) if n_ok else {}, info))
         for kind in curves:
-            if kind in metrics and vr:
-                curves[kind][v.key] = as_array([x[f"{kind}_curve"] for x in vr])
-    n_failed = len(records) - len(ok)
-    head = header + (f"\n\n{len(ok)} images evaluated, {n_failed} could not be read (see per_image.csv)."
+            if kind in metrics and n_ok:
+                curves[kind][v.key] = vals[f"{kind}_curve"]
+    head = header + (f"\n\n{n_ok} images evaluated, {n_failed} could not be read (see per_image.csv)."
                      if n_failed else "")
     head += ("\n\nEach cell: the statistic over all images, then its 95% bootstrap interval "
              f"[2.5th, 97.5th percentile of {bootstrap} resamples of the images]." if bootstrap else "")
     md = out / "table.md"
     report.write_text(md, report.table_markdown(rows, metrics, head))
     report.write_text(out / "table.csv", report.table_csv(rows, metrics))
-    report.write_text(out / "per_image.csv", report.per_image_csv(records, variants))
+    report.write_text(out / "per_image.csv", "".join(per_image))
     report.plot_curves(out / "curves.png", curves, variants)
     shown = sorted({i for i, _ in sample_maps})
     if shown:
-        names = {r["index"]: r["image"] for r in records}
         batch = next(iter(source.batches([shown], 0)))  # the sample images, decoded again
-        imgs = list(batch.images)
-        report.plot_maps(out / "maps.png", imgs, {v.label: [sample_maps[(i, v.key)] for i in shown] for v in variants},
+        report.plot_maps(out / "maps.png", list(batch.images),
+                         {v.label: [sample_maps[(i, v.key)] for i in shown] for v in variants},
                          [names[i] for i in shown])
     return md, n_failed

@@ -71,24 +71,37 @@ def table_csv(rows: list[tuple[Variant, dict[str, Cell], dict]], metrics: list[s
     return buf.getvalue()
 
 
-def per_image_csv(records: list[dict], variants: list[Variant]) -> str:
-    """One row per image and variant (failed images: one row with status 'failed' and the error)."""
+PER_IMAGE_COLUMNS = ["image", "index", "status", "error", "label", "target", "method", "idgi", "backward",
+                     "grad_evals", *PER_IMAGE_METRICS, "sic_pair_skip", "aic_pair_skip"]
+
+
+def _csv(rows: list[list]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "index", "status", "error", "label", "target", "method", "idgi", "backward",
-                "grad_evals", *PER_IMAGE_METRICS, "sic_pair_skip", "aic_pair_skip"])
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def per_image_header() -> str:
+    """The first line of per_image.csv."""
+    return _csv([PER_IMAGE_COLUMNS])
+
+
+def per_image_rows(records: list[dict], variants: list[Variant]) -> str:
+    """per_image.csv lines of some image records: one row per image and variant (a failed image:
+    one row with status 'failed' and the error)."""
+    rows = []
     for rec in records:
         base = [rec["image"], rec["index"], rec["status"], rec["error"] or "",
                 "" if rec.get("label") is None else rec["label"]]
         if rec["status"] != "ok":
-            w.writerow(base + [""] * (6 + len(PER_IMAGE_METRICS)))
+            rows.append(base + [""] * (len(PER_IMAGE_COLUMNS) - len(base)))
             continue
         for v in variants:
             r = rec["results"][v.key]
-            w.writerow(base + [r["target"], v.method, v.idgi, v.backward, _num(r.get("grad_evals"))]
-                       + [_num(r.get(k)) for k in PER_IMAGE_METRICS]
-                       + [r.get("sic_pair_skip") or "", r.get("aic_pair_skip") or ""])
-    return buf.getvalue()
+            rows.append(base + [r["target"], v.method, v.idgi, v.backward, _num(r.get("grad_evals"))]
+                        + [_num(r.get(k)) for k in PER_IMAGE_METRICS]
+                        + [r.get("sic_pair_skip") or "", r.get("aic_pair_skip") or ""])
+    return _csv(rows)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -71,3 +71,15 @@ def as_array(values: list) -> np.ndarray:
         return np.nan if v is None else v
 
     return np.array([[conv(u) for u in v] if isinstance(v, list) else conv(v) for v in values], dtype=np.float64)
+
+
+def flatten(row: dict) -> dict[str, object]:
+    """One stored per-image row as flat {name: float or list of floats} (nested PIC data joined
+    with '_': 'pair_entropies', 'entropy_levels', ...): what the summary keeps in arrays."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update({f"{k}_{kk}": vv for kk, vv in v.items()})
+        elif isinstance(v, (int, float, list)) or v is None:
+            out[k] = v
+    return out

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastattr.evaluation.scoring import as_array
-
 # table columns per metric: (column title, key, higher is better)
 COLUMNS = {
     "insertion": [("Insertion ↑", "insertion", True)],
@@ -61,29 +59,27 @@ def _nanmean(a: np.ndarray) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
-def statistics(rows: list[dict], metrics: list[str], min_pred: float) -> dict:
-    """{column key: f(image indices) -> float} over per-image rows (one variant, ok images)."""
+def statistics(values: dict[str, np.ndarray], metrics: list[str], min_pred: float) -> dict:
+    """{column key: f(image indices) -> float} for one variant; values: per-image arrays (n,) or
+    (n, L) named as scoring.flatten names them."""
     from fastattr.metrics.pic import aggregate_pair, pair_curves
 
     out = {}
     for kind in ("insertion", "deletion"):
         if kind in metrics:
-            v = as_array([r.get(kind) for r in rows])
-            out[kind] = lambda i, v=v: _nanmean(v[i])
+            out[kind] = lambda i, v=values[kind]: _nanmean(v[i])
     if "pic_pair" in metrics:
-        ent = as_array([r["pair"]["entropies"] for r in rows])
         for name, how in (("sic", "median"), ("aic", "mean")):
-            curves, _, _ = pair_curves(ent, as_array([r["pair"][f"{name}_preds"] for r in rows]), min_pred)
+            curves, _, _ = pair_curves(values["pair_entropies"], values[f"pair_{name}_preds"], min_pred)
             out[f"{name}_pair"] = lambda i, c=curves, how=how: aggregate_pair(c[i], how)
     for info in ("entropy", "msssim"):
         if f"pic_{info}" in metrics:
-            lv, ra, co = (as_array([r[info][k] for r in rows]) for k in ("levels", "ratios", "correct"))
+            lv, ra, co = (values[f"{info}_{k}"] for k in ("levels", "ratios", "correct"))
             out[f"sic_{info}"] = lambda i, lv=lv, ra=ra, co=co: binned_aucs(lv[i], ra[i], co[i])[0]
             out[f"aic_{info}"] = lambda i, lv=lv, ra=ra, co=co: binned_aucs(lv[i], ra[i], co[i])[1]
     if "localization" in metrics:
         for key in ("loc_auc", "loc_f1", "loc_mae", "loc_auc_abs"):
-            v = as_array([r.get(key) for r in rows])
-            out[key] = lambda i, v=v: _nanmean(v[i])
+            out[key] = lambda i, v=values[key]: _nanmean(v[i])
     return out
 
 
@@ -92,11 +88,12 @@ def resamples(n: int, count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(count, n)) if n else np.zeros((count, 0), int)
 
 
-def cells(rows: list[dict], metrics: list[str], min_pred: float, draws: np.ndarray) -> dict[str, Cell]:
-    """{column key: Cell} for one variant; draws (B, n) from resamples() (B = 0: no interval)."""
-    n = len(rows)
+def cells(values: dict[str, np.ndarray], n: int, metrics: list[str], min_pred: float,
+          draws: np.ndarray) -> dict[str, Cell]:
+    """{column key: Cell} for one variant of n images (values as in statistics()); draws (B, n)
+    from resamples() (B = 0: no interval)."""
     out = {}
-    for key, stat in statistics(rows, metrics, min_pred).items():
+    for key, stat in statistics(values, metrics, min_pred).items():
         value = stat(np.arange(n)) if n else float("nan")
         cell = Cell(value)
         if n >= 2 and len(draws):
