@@ -38,7 +38,7 @@ def test_insertion_deletion_known_curve():
     # 10x10 image of ones; the model reads a 3x3 region (9 pixels); the map marks exactly that region.
     # Step k of 20 inserts round(5k) pixels, region first: the region is complete after 9 pixels,
     # i.e. from k = 2 on (10 pixels) it is full; at k = 1 (5 pixels) 5 of 9 region pixels are in.
-    model = RegionModel(2, 5)
+    model = RegionModel(2, 5).eval()
     x = torch.ones(1, 3, 10, 10)
     amap = torch.zeros(1, 10, 10)
     amap[0, 2:5, 2:5] = 1.0 + torch.arange(9.0).reshape(3, 3) / 100  # distinct values inside
@@ -245,7 +245,7 @@ def test_pic_pair_equals_pair_small_model_with_skips():
     # 16x16 images on a random CNN (run in float64, see Float64); each skip rule of PAIR is hit:
     # a flat image (blurred entropy not lower), a target the model does not predict (low
     # prediction), and AIC where the blurred image is still classified correctly.
-    model = Float64(make_small_cnn(7, num_classes=3))
+    model = Float64(make_small_cnn(7, num_classes=3)).eval()
     g = torch.Generator().manual_seed(11)
     images = torch.rand(5, 3, 16, 16, generator=g)
     images[1] = torch.rand(3, 1, 1, generator=g).expand(3, 16, 16)  # flat

@@ -87,6 +87,8 @@ def check_images(images: torch.Tensor, engine: Engine | None, name: str = "image
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name}: contains NaN or inf")
     device = engine.device if engine is not None else images.device
+    if engine is not None:  # chunk size for this image size, as explain does (unless fixed by the caller)
+        engine.fit_batch(images[0].numel())
     return images.detach().to(device=device, dtype=torch.float32)
 
 
