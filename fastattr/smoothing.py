@@ -1,5 +1,5 @@
 """SmoothGrad over any fastattr method (SPEC.md "SmoothGrad"): the mean (squared=True: the mean
-square) of the method's maps of n noisy copies of each image, x + N(0, sigma**2) with
+square) of the method's maps of n = nsamples noisy copies of each image, x + N(0, sigma**2) with
 sigma = spread * (max(x) - min(x)) per image.
 
 The copies of many images are one batch for the method, so all of them go through one engine walk
@@ -10,10 +10,12 @@ The copies of many images are one batch for the method, so all of them go throug
     noise = torch.randn((n, *x.shape[1:]), generator=generator, dtype=torch.float32)   # on the CPU
     copy_j = x_i + sigma_i * noise[j]
 
-so the maps do not depend on the grouping, batch_size or device (up to float rounding).
+so the maps do not depend on the grouping, batch_size or device (up to float rounding). A method
+with its own random draws (neflag) gets the same generator, and draws after the noise of its walk.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -31,12 +33,12 @@ from fastattr.paths import walk_path
 GROUP_ELEMENTS = 1 << 25
 
 
-def check_options(n, spread, squared, generator) -> tuple[int, float, bool]:
+def check_options(nsamples, spread, squared, generator) -> tuple[int, float, bool]:
     """SmoothGrad's own options; errors name the parameter."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n: expected an integer (noisy copies per image), got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: must be >= 1, got {n}")
+    if isinstance(nsamples, bool) or not isinstance(nsamples, numbers.Integral):
+        raise TypeError(f"nsamples: expected an integer (noisy copies per image), got {type(nsamples).__name__}")
+    if nsamples < 1:
+        raise ValueError(f"nsamples: must be >= 1, got {nsamples}")
     if isinstance(spread, bool) or not isinstance(spread, numbers.Real):
         raise TypeError(f"spread: expected a number, got {type(spread).__name__}")
     if not (math.isfinite(spread) and spread >= 0):
@@ -48,7 +50,7 @@ def check_options(n, spread, squared, generator) -> tuple[int, float, bool]:
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         if generator.device.type != "cpu":
             raise ValueError(f"generator: must be a CPU generator (noise is drawn on the CPU), got {generator.device}")
-    return int(n), float(spread), squared
+    return int(nsamples), float(spread), squared
 
 
 def noisy_copies(x: torch.Tensor, n: int, spread: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,20 +79,23 @@ def _gradients(engine: Engine, points: torch.Tensor, targets: torch.Tensor) -> t
     return grads
 
 
-def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "vanilla", n: int = 50,
+def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "vanilla", nsamples: int = 50,
                spread: float = 0.15, squared: bool = False, generator: torch.Generator | None = None,
                baseline=None, steps: int | None = None, rule: str = "left", idgi: bool = False,
                backward: str = "standard", output: str = "probability", batch_size: int | None = None,
                compile: bool = False, channels_last: bool | None = None, **method_options) -> Explanation:
-    """SmoothGrad of `method` for inputs (N, C, H, W): the mean over n noisy copies per image of the
-    method's maps (squared: of their squares) -> Explanation with (N, C, H, W) float32 maps.
-    target None: the argmax at the clean image (every copy explains that class). Other keywords
-    are fastattr.explain's, applied to every copy."""
+    """SmoothGrad of `method` for inputs (N, C, H, W): the mean over nsamples noisy copies per image of the
+    method's maps (squared: of their squares; PAIR's nsamples, stdev_spread, magnitude) -> Explanation with (N, C, H, W) float32 maps.
+    target None: the argmax at the clean image (every copy explains that class). generator seeds
+    the noise (and the method's own draws). Other keywords are fastattr.explain's, applied to every
+    copy. scores are f_c at the clean images, baseline_scores the copies' mean."""
     v.check_model(model)
     x = v.check_inputs(inputs)
     steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
-    n, spread, squared = check_options(n, spread, squared, generator)
+    n, spread, squared = check_options(nsamples, spread, squared, generator)
     v.check_method_options(METHODS[method].fn, method, method_options)
+    if "generator" in inspect.signature(METHODS[method].fn).parameters:
+        method_options = dict(method_options, generator=generator)  # one seed for the whole map
     x = x.detach().to(device=model_device(model), dtype=torch.float32).contiguous()
     b = v.check_baseline(baseline, x)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
@@ -125,5 +130,5 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
             copy_maps = copy_maps.view(stop - start, n, *x.shape[1:])
             maps[start:stop] = (copy_maps.square() if squared else copy_maps).mean(1)
     delta = maps.flatten(1).sum(1) - (scores - baseline_scores)
-    extras = {"n": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
+    extras = {"nsamples": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
     return Explanation(maps, t, scores, baseline_scores, delta, engine.grad_evals - evals_before, method, extras)
