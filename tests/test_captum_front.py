@@ -469,3 +469,28 @@ def test_extras_checked():
         fc.IntegratedGradients(fwd, multiply_by_inputs=False).attribute(x, idgi=True, **kw)
     with pytest.raises(TypeError, match="^forward_func:"):
         fc.Saliency("model")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=["f32", "f64", "f16"])
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_forward_func_sees_captums_path_points_bit_for_bit(method, dtype):
+    """The points given to forward_func are captum's (baseline + alpha * (input - baseline) with
+    captum's alphas, in the input's dtype), in another order: captum goes step-major."""
+    seen = []
+
+    def fwd(a, b, c):
+        seen.append((a.detach().clone(), b.detach().clone()))
+        return (a.float().sum(1) * b.float().flatten(1).sum(1) * c).reshape(-1, 1)
+
+    x = (_rand(3, 4, seed=60).to(dtype), _rand(3, 2, 2, seed=61).to(dtype))
+    kw = dict(baselines=(0.3, _rand(1, 2, 2, seed=62).to(dtype)), additional_forward_args=2.0, n_steps=5,
+              method=method, target=0)
+    CaptumIG(fwd).attribute(x, **kw)
+    ref = [torch.cat(t) for t in zip(*seen)]
+    seen.clear()
+    fc.IntegratedGradients(fwd).attribute(x, internal_batch_size=4, **kw)
+    ours = [torch.cat(t) for t in zip(*seen)]
+    for r, o in zip(ref, ours):
+        step_major = r.reshape(5, 3, *r.shape[1:]).transpose(0, 1).reshape(r.shape)
+        assert o.dtype == r.dtype
+        assert torch.equal(o, step_major)
