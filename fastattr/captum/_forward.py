@@ -138,6 +138,7 @@ class CallableModel(nn.Module):
         self.channels_last = bool(channels_last) and any(len(s) == 3 for s in layout.shapes)
         self.format_decided = not self.channels_last
         self._queue: torch.Tensor | None = None
+        self._checked_shape = None  # output shape (after dim 0) the target was range-checked for
 
     def feed(self, rows: torch.Tensor) -> None:
         """Examples (indices into the user's batch) of the next points, consumed in order."""
@@ -161,7 +162,10 @@ class CallableModel(nn.Module):
         if out.dim() == 0 or out.shape[0] != inputs[0].shape[0]:
             raise ValueError(f"forward_func: output of shape {tuple(out.shape)} for {inputs[0].shape[0]} examples; "
                              "dimension 0 must index the examples")
-        return self.target.select(out, rows)
+        check = tuple(out.shape[1:]) != self._checked_shape
+        selected = self.target.select(out, rows, check)
+        self._checked_shape = tuple(out.shape[1:])
+        return selected
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         rows = self._take(points.shape[0])

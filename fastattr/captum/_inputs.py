@@ -120,10 +120,13 @@ class Target:
     index: tuple = ()
     per_example: torch.Tensor | None = None
 
-    def pick(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """captum's _select_targets for output rows of examples rows (B,): out (B, ...) -> (B, ...)."""
+    def pick(self, out: torch.Tensor, rows: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """captum's _select_targets for output rows of examples rows (B,): out (B, ...) -> (B, ...).
+        check=False skips the range checks (done once per output shape: they sync the device)."""
         b = out.shape[0]
         if self.kind == "index":
+            if not check:
+                return out[(slice(None), *self.index)]
             if len(self.index) > out.dim() - 1:
                 raise CaptumValueError(f"target: {self.index} has more indices than the output of shape "
                                        f"{tuple(out.shape)} has dimensions after the example dimension")
@@ -137,7 +140,7 @@ class Target:
             if out.dim() != 2:
                 raise CaptumValueError(f"target: a class per example needs a 2-D output, got shape {tuple(out.shape)}")
             t = self.per_example.to(out.device)
-            if (t < 0).any() or (t >= out.shape[1]).any():
+            if check and ((t < 0).any() or (t >= out.shape[1]).any()):
                 raise CaptumRuntimeError(f"target: class indices must lie in [0, {out.shape[1]}), got {t.tolist()}")
             return out.gather(1, t.index_select(0, rows.to(out.device))[:, None]).squeeze(-1)
         if self.kind == "tuples":
@@ -146,17 +149,17 @@ class Target:
                 raise CaptumIndexError(f"target: index tuples of length {idx.shape[1]} for an output of shape "
                                        f"{tuple(out.shape)}")
             sizes = torch.tensor(out.shape[1:1 + idx.shape[1]], device=out.device)
-            if ((idx < -sizes) | (idx >= sizes)).any():
+            if check and ((idx < -sizes) | (idx >= sizes)).any():
                 raise CaptumIndexError(f"target: index tuples out of range for output shape {tuple(out.shape)}")
             idx = torch.where(idx < 0, idx + sizes, idx).index_select(0, rows.to(out.device))
             return out[(torch.arange(b, device=out.device), *idx.unbind(1))]
         return out
 
-    def select(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def select(self, out: torch.Tensor, rows: torch.Tensor, check: bool = True) -> torch.Tensor:
         """The explained score per output row: pick() and captum's one-score-per-example check
         (it takes the gradient of each example's single selected value). -> (B, 1)."""
         b = out.shape[0]
-        out = self.pick(out, rows)
+        out = self.pick(out, rows, check)
         if out.reshape(b, -1).shape[1] != 1:
             raise CaptumValueError(
                 f"target: the selected output has {out[0].numel()} values per example (output shape "
