@@ -8,7 +8,7 @@ The copies of many images are one batch for the method, so all of them go throug
 0..N-1, and for image i
 
     noise = torch.randn((n, *x.shape[1:]), generator=generator, dtype=torch.float32)   # on the CPU
-    copy_j = x_i + sigma_i * noise[j]
+    copy_j = x_i + sigma_i * noise[j].to(x.dtype)       # in the points' dtype
 
 so the maps do not depend on the grouping, batch_size or device (up to float rounding). A method
 with its own random draws (neflag) gets the same generator, and draws after the noise of its walk.
@@ -22,9 +22,10 @@ import numbers
 import torch
 from torch import nn
 
+from fastattr import model_io
 from fastattr import validation as v
 from fastattr.api import Explanation, check_call_options, explain_with_engine
-from fastattr.engine import Engine, model_device, select_output
+from fastattr.engine import Engine, select_output
 from fastattr.methods import METHODS, MethodContext
 from fastattr.paths import walk_path
 
@@ -65,16 +66,17 @@ def noisy_copies(x: torch.Tensor, n: int, spread: float, generator: torch.Genera
 
 
 def _gradients(engine: Engine, points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """g(p) at each point, one forward+backward each and nothing else. (R, ...) -> (R, ...) float32.
-    (The registered "vanilla" method also evaluates f_c at the baseline of every image for its
-    delta: one more forward per copy, about a third of a gradient evaluation.)"""
-    grads = torch.empty(points.shape, dtype=torch.float32, device=points.device)
+    """g(p) at each point, one forward+backward each and nothing else. (R, ...) -> (R, ...) in the
+    points' dtype. (The registered "vanilla" method also evaluates f_c at zeros for every image for
+    its delta: one more forward per copy, about a third of a gradient evaluation.)"""
+    grads = torch.empty_like(points)
 
     def keep(i, k, y, g):
-        grads[i] = g.float()
+        grads[i] = g
 
     ctx = MethodContext(engine=engine, inputs=points, baseline=points, targets=targets,
-                        scores=torch.zeros(points.shape[0], device=points.device), steps=1, rule="left", idgi=False)
+                        scores=torch.zeros(points.shape[0], dtype=points.dtype, device=points.device), steps=1,
+                        rule="left", idgi=False)
     walk_path(ctx, 1, lambda i, k: points.index_select(0, i), keep, desc="SmoothGrad")
     return grads
 
@@ -82,36 +84,41 @@ def _gradients(engine: Engine, points: torch.Tensor, targets: torch.Tensor) -> t
 def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "vanilla", nsamples: int = 50,
                spread: float = 0.15, squared: bool = False, generator: torch.Generator | None = None,
                baseline=None, steps: int | None = None, rule: str = "left", idgi: bool = False,
-               backward: str = "standard", output: str = "probability", batch_size: int | None = None,
-               compile: bool = False, channels_last: bool | None = None, **method_options) -> Explanation:
-    """SmoothGrad of `method` for inputs (N, C, H, W): the mean over nsamples noisy copies per image of the
-    method's maps (squared: of their squares; PAIR's nsamples, stdev_spread, magnitude) -> Explanation with (N, C, H, W) float32 maps.
-    target None: the argmax at the clean image (every copy explains that class). generator seeds
-    the noise (and the method's own draws). Other keywords are fastattr.explain's, applied to every
-    copy. scores are f_c at the clean images, baseline_scores the copies' mean."""
+               backward: str = "standard", output="probability", batch_size: int | None = None,
+               compile: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
+               **method_options) -> Explanation:
+    """SmoothGrad of `method` for inputs (N, ...): the mean over nsamples noisy copies per image of
+    the method's maps (squared: of their squares; PAIR's nsamples, stdev_spread, magnitude) ->
+    Explanation with maps like fastattr.explain's. target None: the argmax at the clean image (every
+    copy explains that class). generator seeds the noise (and the method's own draws). Other
+    keywords are fastattr.explain's, applied to every copy. scores are f_c at the clean images,
+    baseline_scores the copies' mean."""
     v.check_model(model)
     x = v.check_inputs(inputs)
-    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
+    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline)
     n, spread, squared = check_options(nsamples, spread, squared, generator)
-    v.check_method_options(METHODS[method].fn, method, method_options)
-    if "generator" in inspect.signature(METHODS[method].fn).parameters:
+    spec = METHODS[method]
+    v.check_method_options(spec.fn, method, method_options)
+    if "generator" in inspect.signature(spec.fn).parameters:
         method_options = dict(method_options, generator=generator)  # one seed for the whole map
-    x = x.detach().to(device=model_device(model), dtype=torch.float32).contiguous()
-    b = v.check_baseline(baseline, x)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
-                    channels_last=channels_last)
+                    channels_last=channels_last, model_dtype=model_dtype)
+    x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
+    b = v.check_baseline(baseline, x)
     engine.fit_batch(x[0].numel())
     evals_before = engine.grad_evals
     num = x.shape[0]
+    # One session: parameters frozen once, and NaN/inf scores anywhere are a ValueError at the end.
     with engine.session():
         logits = engine.logits(x)  # the target when none is given, and f_c at the clean images
         t = v.check_target(target, num, logits.shape[1], x.device)
         if t is None:
             t = logits.argmax(dim=1)
         scores = select_output(logits, t, engine.output)
+        model_io.check_scores_finite(scores)
         maps = torch.empty_like(x)
-        baseline_scores = torch.empty(num, device=x.device)
-        sigmas = torch.empty(num, device=x.device)
+        baseline_scores = torch.empty(num, dtype=x.dtype, device=x.device)
+        sigmas = torch.empty(num, dtype=x.dtype, device=x.device)
         method_extras = []
         per_walk = max(1, GROUP_ELEMENTS // (n * x[0].numel()))
         for start in range(0, num, per_walk):
@@ -129,6 +136,7 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
                 method_extras.append(e.extras)
             copy_maps = copy_maps.view(stop - start, n, *x.shape[1:])
             maps[start:stop] = (copy_maps.square() if squared else copy_maps).mean(1)
+    model_io.check_map_finite(maps)
     delta = maps.flatten(1).sum(1) - (scores - baseline_scores)
     extras = {"nsamples": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
     return Explanation(maps, t, scores, baseline_scores, delta, engine.grad_evals - evals_before, method, extras)

@@ -73,7 +73,7 @@ def case(name, dtype):
         return (model(_seeded(SigmoidModel, 6, 8, 3)), cast(_rand(3, 6, seed=2)),
                 dict(target=[0, 2, 1], baselines=0.25))
     if name == "basic_elementwise":  # BasicModel: (N, D) -> (N, D), tensor (N,) target, tensor baseline
-        return (bm.BasicModel(), cast(_rand(3, 5, seed=3, scale=2)),
+        return (bm.BasicModel().eval(), cast(_rand(3, 5, seed=3, scale=2)),
                 dict(target=torch.tensor([0, 4, 2]), baselines=cast(_rand(3, 5, seed=4, scale=0.1))))
     if name == "convnet_batched":  # conv model (channels-last), 1-element tensor target, internal batch
         return model(_convnet()), cast(_rand(3, 1, 10, 10, seed=5)), dict(target=torch.tensor(3), internal_batch_size=7)
@@ -93,13 +93,13 @@ def case(name, dtype):
         return m, cast(_rand(2, 3, seed=12, scale=3)), dict(
             target=[(1, 0, 1), (0, 1, 0)], additional_forward_args=(None, True))
     if name == "model2_two_inputs":  # tuple inputs, tuple baselines (number + tensor)
-        return (bm.BasicModel2(), (cast(_rand(3, 4, seed=13, shift=3)), cast(_rand(3, 4, seed=14))),
+        return (bm.BasicModel2().eval(), (cast(_rand(3, 4, seed=13, shift=3)), cast(_rand(3, 4, seed=14))),
                 dict(target=1, baselines=(0.5, cast(torch.zeros(1, 4)))))
     if name == "model4_multiargs":  # tuple inputs, extra args (tensor, int), scalar output
-        return (bm.BasicModel4_MultiArgs(), (cast(_rand(3, 4, seed=15, shift=3)), cast(_rand(3, 4, seed=16))),
+        return (bm.BasicModel4_MultiArgs().eval(), (cast(_rand(3, 4, seed=15, shift=3)), cast(_rand(3, 4, seed=16))),
                 dict(additional_forward_args=(cast(torch.rand(3, 4, generator=torch.Generator().manual_seed(17)) + 1), 2)))
     if name == "model5_list_arg":  # extra arg a Python list
-        return (bm.BasicModel5_MultiArgs(), (cast(_rand(2, 3, seed=18, shift=3)), cast(_rand(2, 3, seed=19))),
+        return (bm.BasicModel5_MultiArgs().eval(), (cast(_rand(2, 3, seed=18, shift=3)), cast(_rand(2, 3, seed=19))),
                 dict(additional_forward_args=([2, 3], 1), internal_batch_size=3))
     if name == "linear_two_inputs_scalar_out":  # cat of (N, 3) and (N, 4) -> (N, 1), target None
         return (model(_seeded(bm.BasicLinearModel)), (cast(_rand(4, 3, seed=20)), cast(_rand(4, 4, seed=21))), {})
@@ -306,7 +306,7 @@ BAD = [  # (name, parameter named in fastattr's message or None, call(lib))
     ("baselines_shape", "baselines",
      lambda lib: lib.IntegratedGradients(_softmax()).attribute(X, torch.zeros(2, 10), target=0)),
     ("baselines_count", "baselines",
-     lambda lib: lib.IntegratedGradients(bm.BasicModel2()).attribute(X2, baselines=(0.0,), target=0)),
+     lambda lib: lib.IntegratedGradients(bm.BasicModel2().eval()).attribute(X2, baselines=(0.0,), target=0)),
     ("method_unknown", "method",
      lambda lib: lib.IntegratedGradients(_softmax()).attribute(X, target=0, method="simpson")),
     ("n_steps_negative", "n_steps", lambda lib: lib.IntegratedGradients(_softmax()).attribute(X, target=0, n_steps=-1)),
@@ -327,14 +327,14 @@ BAD = [  # (name, parameter named in fastattr's message or None, call(lib))
      lambda lib: lib.IntegratedGradients(_softmax()).attribute(X, target=(1, 0), n_steps=3)),
     ("target_float", "target", lambda lib: lib.IntegratedGradients(_softmax()).attribute(X, target=1.5, n_steps=3)),
     ("missing_forward_args", None,
-     lambda lib: lib.IntegratedGradients(bm.BasicModel4_MultiArgs()).attribute(X2, n_steps=3)),
+     lambda lib: lib.IntegratedGradients(bm.BasicModel4_MultiArgs().eval()).attribute(X2, n_steps=3)),
     ("saliency_target_out_of_range", "target", lambda lib: lib.Saliency(_softmax()).attribute(X, target=7)),
     ("saliency_target_missing", "target", lambda lib: lib.Saliency(_softmax()).attribute(X)),
     ("nt_type_unknown", "nt_type",
      lambda lib: lib.NoiseTunnel(lib.Saliency(_softmax())).attribute(X, nt_type="smooth", target=0)),
     ("nt_stdevs_int", "stdevs", lambda lib: lib.NoiseTunnel(lib.Saliency(_softmax())).attribute(X, stdevs=1, target=0)),
     ("nt_stdevs_count", "stdevs",
-     lambda lib: lib.NoiseTunnel(lib.Saliency(bm.BasicModel2())).attribute(X2, stdevs=(0.1, 0.2, 0.3), target=0)),
+     lambda lib: lib.NoiseTunnel(lib.Saliency(bm.BasicModel2().eval())).attribute(X2, stdevs=(0.1, 0.2, 0.3), target=0)),
     ("nt_batch_size_zero", None,
      lambda lib: lib.NoiseTunnel(lib.Saliency(_softmax())).attribute(X, nt_samples_batch_size=0, target=0)),
     ("nt_saliency_delta", None,
@@ -485,12 +485,35 @@ def test_forward_func_sees_captums_path_points_bit_for_bit(method, dtype):
     x = (_rand(3, 4, seed=60).to(dtype), _rand(3, 2, 2, seed=61).to(dtype))
     kw = dict(baselines=(0.3, _rand(1, 2, 2, seed=62).to(dtype)), additional_forward_args=2.0, n_steps=5,
               method=method, target=0)
-    CaptumIG(fwd).attribute(x, **kw)
+    ref_maps = CaptumIG(fwd).attribute(x, **kw)
     ref = [torch.cat(t) for t in zip(*seen)]
     seen.clear()
-    fc.IntegratedGradients(fwd).attribute(x, internal_batch_size=4, **kw)
+    maps = fc.IntegratedGradients(fwd).attribute(x, internal_batch_size=4, **kw)
     ours = [torch.cat(t) for t in zip(*seen)]
+    assert_maps_close(maps, ref_maps, 1e-5)  # float16 inputs: float32 maps, as captum's
     for r, o in zip(ref, ours):
         step_major = r.reshape(5, 3, *r.shape[1:]).transpose(0, 1).reshape(r.shape)
         assert o.dtype == r.dtype
         assert torch.equal(o, step_major)
+
+
+def test_training_mode_model_explained_in_eval_mode_and_restored():
+    """captum runs a model as it is; fastattr's engine explains it in eval mode (dropout off),
+    says so, and restores every training flag."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    with pytest.warns(UserWarning, match="training mode"):
+        ours = fc.IntegratedGradients(model).attribute(X, target=1, n_steps=5)
+    assert model.training and all(m.training for m in model.modules())
+    ref = CaptumIG(model.eval()).attribute(X, target=1, n_steps=5)
+    assert_maps_close(ours, ref, 1e-5)
+
+
+def test_non_finite_scores_are_an_error():
+    """captum returns NaN maps for a forward_func that produces NaN; fastattr names the problem."""
+    def fwd(x):
+        out = x.sum(1, keepdim=True)
+        return torch.where(x[:, :1] > 0, out, out * float("nan"))
+
+    with pytest.raises(ValueError, match="non-finite"):
+        fc.IntegratedGradients(fwd).attribute(X, n_steps=4)

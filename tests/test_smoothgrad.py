@@ -16,7 +16,8 @@ def loop_oracle(model, x, target, nsamples, spread, squared, seed, **options):
     copies = []
     for i in range(x.shape[0]):
         sigma = spread * (x[i].max() - x[i].min())
-        copies.append(x[i] + sigma * torch.randn((nsamples, *x.shape[1:]), generator=g, dtype=torch.float32))
+        noise = torch.randn((nsamples, *x.shape[1:]), generator=g, dtype=torch.float32)
+        copies.append(x[i] + sigma * noise.to(x.dtype))
     if options.get("method") == "neflag":
         options = dict(options, generator=g)
     out = []
@@ -112,11 +113,25 @@ def test_smoothgrad_option_errors(small_cnn, small_images):
         fastattr.smoothgrad(small_cnn, small_images, method="ig", max_sigma=3)
     with pytest.raises(ValueError, match="^target:"):
         fastattr.smoothgrad(small_cnn, small_images, target=10)
+    with pytest.raises(ValueError, match="^baseline:"):  # vanilla has no baseline
+        fastattr.smoothgrad(small_cnn, small_images, baseline=0.5)
 
 
-def test_smoothgrad_float64_inputs_and_public_export():
+def test_smoothgrad_dtypes_ranks_and_public_export():
+    """Maps in the engine's point dtype (float64 only for a float64 model); any input rank."""
     model = make_small_cnn(seed=2)
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     e = fastattr.smoothgrad(model, x, nsamples=2, generator=torch.Generator().manual_seed(0))
     assert e.attributions.dtype == torch.float32 and torch.isfinite(e.attributions).all()
+    e64 = fastattr.smoothgrad(model.double(), x, method="ig", steps=3, nsamples=2,
+                              generator=torch.Generator().manual_seed(0))
+    assert e64.attributions.dtype == torch.float64
+    ref = loop_oracle(model, x, e64.target, 2, 0.15, False, 0, method="ig", steps=3)
+    assert_close_to_max(e64.attributions, ref, 1e-9)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    tab = torch.rand(5, 6, generator=torch.Generator().manual_seed(1))
+    e = fastattr.smoothgrad(mlp, tab, method="ig", steps=4, nsamples=3, generator=torch.Generator().manual_seed(2))
+    assert e.attributions.shape == (5, 6)
+    assert_close_to_max(e.attributions, loop_oracle(mlp, tab, e.target, 3, 0.15, False, 2, method="ig", steps=4), 1e-5)
     assert "smoothgrad" in fastattr.__all__ and fastattr.smoothgrad is smoothing.smoothgrad

@@ -20,9 +20,11 @@ from fastattr.paths import IdgiSum, walk_path
 
 def make_engine(model: CallableModel, batch_size: int | None, backward: str) -> Engine:
     """An engine over the adapter: it calls the model in chunks of `batch_size` points (None: the
-    engine's default for the point size), parameters of the found modules frozen. Memory format is
-    the adapter's business (it knows which tensors are images)."""
-    engine = Engine(model, output="logit", batch_size=batch_size, backward=backward, channels_last=False)
+    engine's default for the point size), parameters of the found modules frozen. The model dtype
+    is the inputs' (captum hands forward_func the caller's dtype; the points are built in it), and
+    the memory format is the adapter's business (it knows which tensors are images)."""
+    engine = Engine(model, output="logit", batch_size=batch_size, backward=backward, channels_last=False,
+                    model_dtype=model.layout.dtype)
     engine.fit_batch(max(1, int(torch.Size(model.layout.point_shape).numel())))
     return engine
 
@@ -89,7 +91,7 @@ def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor
         with engine.session():
             model.feed(source)
             end = engine.value(layout.join(xs), torch.zeros(r, dtype=torch.long, device=device))
-        acc = IdgiSum(torch.empty(r, width, device=device), steps, end)
+        acc = IdgiSum(torch.empty(r, width, dtype=acc_dtype, device=device), steps, end)
         consume = acc
     else:
         steps = len(alpha_t)

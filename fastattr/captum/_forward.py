@@ -129,8 +129,12 @@ class CallableModel(nn.Module):
                  channels_last: bool | None = None):
         super().__init__()
         modules = find_modules(forward_func)
-        self.found = nn.ModuleList(modules)
-        self.training = False  # the adapter itself has no train/eval behaviour; the user's modules keep theirs
+        # The adapter and its list have no train/eval behaviour: marked eval so that only the
+        # user's modules' own flags count (set directly: .eval() would recurse into them).
+        self.training = False
+        self.found = nn.ModuleList()
+        self.found.training = False
+        self.found.extend(modules)
         self.forward_func = _Hidden(forward_func)
         self.layout, self.target, self.extra_args = layout, target, extra_args
         if channels_last is None:
