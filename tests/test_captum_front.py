@@ -397,6 +397,10 @@ def test_channels_last_chosen_for_callables_wrapping_conv_models():
     assert not CallableModel(lambda t: conv(t), layout, Target("none"), (), channels_last=False).channels_last
     mlp = _seeded(SoftmaxModel, 10, 20, 5)
     assert not CallableModel(lambda t: mlp(t), InputLayout((torch.zeros(2, 10),)), Target("none"), ()).channels_last
+    # a parameter-free callable: the engine finds the inputs' device through a marker buffer
+    from fastattr.engine import model_device
+
+    assert model_device(CallableModel(torch.relu, InputLayout((x,)), Target("none"), ())) == x.device
     # a model that cannot take channels-last inputs is found out on its first call and remembered
     fwd, xv, kw = case("conv_view", torch.float32)
     ig = fc.IntegratedGradients(fwd)
@@ -517,3 +521,17 @@ def test_non_finite_scores_are_an_error():
 
     with pytest.raises(ValueError, match="non-finite"):
         fc.IntegratedGradients(fwd).attribute(X, n_steps=4)
+
+
+@pytest.mark.slow
+def test_effnet_softmax_lambda_equals_captum(effnet, photos):
+    """The bench's call (bench/bench_captum.py) at 4 steps: a softmax lambda over the pretrained
+    EfficientNet-Lite0 (found through the closure: channels-last inputs), gausslegendre."""
+    x = photos[:1]
+    fwd = lambda inp: effnet(inp).softmax(-1)  # noqa: E731
+    kw = dict(target=285, n_steps=4, internal_batch_size=8, return_convergence_delta=True)
+    assert find_modules(fwd) == [effnet]
+    ref, ref_delta = CaptumIG(fwd).attribute(x, **kw)
+    ours, delta = fc.IntegratedGradients(fwd).attribute(x, **kw)
+    assert_maps_close(ours, ref, 1e-4)
+    assert_delta_close(delta, ref_delta, ref, fwd, x, None, 1e-4)

@@ -92,6 +92,7 @@ class InputLayout:
         self.sizes = [math.prod(s) for s in self.shapes]
         self.flat = len(inputs) > 1 or inputs[0].dim() < 2  # else the point is the input itself
         self.dtype = functools.reduce(torch.promote_types, self.dtypes)
+        self.device = inputs[0].device
         self.point_shape = (sum(self.sizes),) if self.flat else self.shapes[0]
 
     def join(self, tensors) -> torch.Tensor:
@@ -135,6 +136,10 @@ class CallableModel(nn.Module):
         self.found = nn.ModuleList()
         self.found.training = False
         self.found.extend(modules)
+        if not any(True for _ in self.found.parameters()) and not any(True for _ in self.found.buffers()):
+            # A parameter-free callable: the engine reads its device (chunk size) from the model,
+            # so an empty buffer says where the points live.
+            self.register_buffer("device_marker", torch.empty(0, device=layout.device), persistent=False)
         self.forward_func = _Hidden(forward_func)
         self.layout, self.target, self.extra_args = layout, target, extra_args
         if channels_last is None:
