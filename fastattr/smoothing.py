@@ -54,7 +54,8 @@ def check_options(nsamples, spread, squared, generator) -> tuple[int, float, boo
     return int(nsamples), float(spread), squared
 
 
-def noisy_copies(x: torch.Tensor, n: int, spread: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_copies(x: torch.Tensor, n: int, spread: float,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """n noisy copies of each image, image-major, drawn in the documented order.
     x (G, ...) -> (copies (G * n, ...), sigma (G,))."""
     sigma = spread * (x.flatten(1).amax(1) - x.flatten(1).amin(1))

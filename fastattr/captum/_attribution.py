@@ -18,7 +18,8 @@ class GradientAttribution:
 
     def __init__(self, forward_func):
         if not callable(forward_func):
-            raise TypeError(f"forward_func: expected a callable (a model or a function), got {type(forward_func).__name__}")
+            raise TypeError("forward_func: expected a callable (a model or a function), "
+                            f"got {type(forward_func).__name__}")
         self.forward_func = forward_func
         # Learned on the first call: False once forward_func refused channels-last image tensors.
         self._channels_last: bool | None = None

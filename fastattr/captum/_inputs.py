@@ -85,7 +85,8 @@ def check_steps_and_method(n_steps, method) -> None:
     if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):
         raise CaptumTypeError(f"n_steps: expected an integer, got {type(n_steps).__name__}")
     if method not in SUPPORTED_METHODS:
-        raise CaptumValueError(f"method: unknown approximation method {method!r}; choose from {list(SUPPORTED_METHODS)}")
+        raise CaptumValueError(f"method: unknown approximation method {method!r}; "
+                               f"choose from {list(SUPPORTED_METHODS)}")
     least = 1 if method == "gausslegendre" else 2  # captum asserts n > 0 / n > 1
     if n_steps < least:
         raise CaptumValueError(f"n_steps: method {method!r} needs n_steps >= {least}, got {n_steps}")

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from fastattr import model_io
 from fastattr.captum._attribution import GradientAttribution, convergence_delta
 from fastattr.captum._core import integrate
 from fastattr.captum._inputs import (CaptumTypeError, approximation, check_steps_and_method, format_additional_args,
@@ -72,6 +73,8 @@ class IntegratedGradients(GradientAttribution):
             attrs = totals
         else:
             attrs = tuple(t * (x - b) for t, x, b in zip(totals, xs, bs))
+        for a in attrs:
+            model_io.check_map_finite(a)  # finite scores, NaN/inf gradient: named, not a NaN map
         delta = None
         if return_convergence_delta:
             delta = convergence_delta(self.forward_func, attrs, xs, bs, format_target(target, n_examples),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fastattr import model_io
 from fastattr.captum._attribution import GradientAttribution
 from fastattr.captum._core import gradients
 from fastattr.captum._inputs import format_inputs, format_output
@@ -29,4 +30,6 @@ class Saliency(GradientAttribution):
         model, engine = self._prepare(xs, n_examples, target, additional_forward_args, None, backward, channels_last)
         grads = gradients(model, engine, xs, source)
         self._remember_format(model, channels_last)
+        for g in grads:
+            model_io.check_map_finite(g)  # finite scores, NaN/inf gradient: named, not a NaN map
         return (tuple(g.abs() for g in grads) if abs else grads), None
