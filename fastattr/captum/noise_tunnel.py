@@ -7,7 +7,7 @@ noise is drawn in captum's order (per batch, per input: torch.normal on the inpu
 the noisy copies of all examples go through one engine walk per group of batches (all of them
 unless they exceed GROUP_ELEMENTS), so chunks stay full whatever nt_samples_batch_size is.
 The one difference: all noise of a group is drawn before its model calls, so a forward_func that
-itself draws random numbers (dropout in training mode) sees a different random stream than in captum.
+itself draws random numbers (a torch.randn inside it) sees a different random stream than in captum.
 """
 from __future__ import annotations
 
