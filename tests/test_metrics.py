@@ -313,6 +313,20 @@ def test_pic_idgi_entropy_small_model():
     assert 0 <= res.aic <= 1 and math.isfinite(res.sic)
 
 
+def test_pic_idgi_levels_both_infos_equal_separate_calls():
+    from fastattr.metrics.pic import pic_idgi_levels
+
+    model = make_small_cnn(4, num_classes=3)
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(2, 3, 176, 176, generator=g)
+    attr = torch.randn(2, 3, 176, 176, generator=g)
+    both = pic_idgi_levels(model, images, attr, infos=("entropy", "msssim"), workers=0)
+    for info in ("entropy", "msssim"):
+        one = pic(model, images, attr, variant="idgi", info=info, workers=0)
+        assert both[info].sic == one.sic and both[info].aic == one.aic
+        assert torch.equal(both[info].per_image["levels"], one.per_image["levels"])
+
+
 def test_msssim_levels_identity_and_order():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(3, 176, 176, generator=g)

@@ -50,9 +50,11 @@ def score_maps(engine, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor
             rows[i]["aic_pair"] = _f(r.per_image["aic_auc"][i])
             rows[i]["sic_pair_skip"] = r.per_image["sic_skip"][i]
             rows[i]["aic_pair_skip"] = r.per_image["aic_skip"][i]
-    for info in ("entropy", "msssim"):
-        if f"pic_{info}" in metrics:
-            r = M.pic(engine, x, maps, target, variant="idgi", info=info, workers=workers)
+    infos = [info for info in ("entropy", "msssim") if f"pic_{info}" in metrics]
+    if infos:  # one set of bokeh images and forwards for both information levels
+        from fastattr.metrics.pic import pic_idgi_levels
+
+        for info, r in pic_idgi_levels(engine, x, maps, target, infos=infos, workers=workers).items():
             for i in range(g):
                 rows[i][info] = {k: _floats(r.per_image[k][i]) for k in ("levels", "ratios", "correct")}
     if "localization" in metrics and has_mask is not None and bool(has_mask.any()):
