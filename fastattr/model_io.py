@@ -4,6 +4,8 @@ check, and the training-mode switch. The engine calls these; methods never see a
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Iterator
@@ -186,6 +188,20 @@ def check_map_finite(maps: torch.Tensor) -> None:
 
 # -- training mode ---------------------------------------------------------------------------------
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    """stacklevel that points a warning at the first frame outside fastattr (and contextlib)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(_PACKAGE_DIR) or path == contextlib.__file__):
+            return level
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """The model in eval mode while the block runs (dropout off, batch-norm running statistics
@@ -195,7 +211,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     if any(flag for _, flag in flags):
         warnings.warn("model: is in training mode; fastattr explains it in eval mode (dropout off, "
                       "batch-norm statistics used, never updated) and restores every submodule's training "
-                      "flag afterwards. Call model.eval() to silence this", UserWarning, stacklevel=4)
+                      "flag afterwards. Call model.eval() to silence this", UserWarning, stacklevel=_caller_stacklevel())
         model.eval()
     try:
         yield
