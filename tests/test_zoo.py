@@ -139,3 +139,16 @@ def test_dict_tuple_and_logits_outputs_give_the_plain_models_map(wrapper, name, 
     assert plain.attributions.abs().amax() > 0
     assert torch.equal(wrapped.attributions, plain.attributions)
     assert torch.equal(wrapped.target, plain.target) and torch.equal(wrapped.scores, plain.scores)
+
+
+def test_model_restored_when_the_training_mode_warning_is_an_error():
+    """-W error turns the eval-mode warning into an exception before anything is switched."""
+    model = zoo.make("resnet").train()
+    before = zoo.snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(UserWarning, match="training mode"):
+            fastattr.explain(model, zoo.inputs("resnet"), steps=2)
+    zoo.assert_unchanged(model, before)
+    model.eval()
+    assert torch.isfinite(fastattr.attribute(model, zoo.inputs("resnet"), steps=2)).all()
