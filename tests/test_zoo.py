@@ -74,14 +74,15 @@ class FailAt(nn.Module):
         return self.model(x)
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("cfg,backward", [("ig-idgi", "standard"), ("guided_ig", "guided"),
                                           ("neflag", "guided"), ("vanilla", "standard")])
 @pytest.mark.parametrize("name", list(zoo.ZOO))
 @pytest.mark.parametrize("fail_at", [0, 2])  # the target forward, a path chunk
-def test_model_unchanged_when_it_raises_mid_call(name, cfg, backward, fail_at):
+def test_model_unchanged_when_it_raises_mid_call(name, cfg, backward, fail_at, dtype):
     """Mixed training flags (the model in training mode, one submodule in eval mode) and one
     frozen parameter: all restored although the call dies inside the model."""
-    inner = zoo.make(name)
+    inner = zoo.make(name, dtype=DTYPES[dtype])
     inner.train()
     next(inner.children()).eval()
     next(inner.parameters()).requires_grad_(False)
