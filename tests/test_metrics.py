@@ -425,6 +425,8 @@ def test_numpy_integers_accepted_and_counts_checked(small_cnn, small_images):
         insertion(small_cnn, small_images, a, steps=0)
     with pytest.raises(TypeError, match="steps"):
         insertion(small_cnn, small_images, a, steps=2.5)
+    with pytest.raises(ValueError, match="steps"):  # a check, not a 10**12-point allocation
+        insertion(small_cnn, small_images, a, steps=10 ** 12)
     with pytest.raises(ValueError, match="batch_size"):
         insertion(small_cnn, small_images, a, batch_size=0)
     with pytest.raises(ValueError, match="sigma"):
@@ -503,3 +505,16 @@ def test_model_with_nan_scores_is_a_named_error(name):
     a = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match=r"non-finite.*images\[1\]"):
         ALL_METRICS[name](NaNModel().eval(), x, a)
+
+
+def test_metrics_on_a_float64_model_equal_float32(small_images):
+    """The engine runs the model in its own dtype; the metrics give the float32 model's numbers."""
+    m32 = make_small_cnn(8)
+    m64 = make_small_cnn(8).double()
+    a = torch.randn(small_images.shape, generator=torch.Generator().manual_seed(4))
+    r32 = insertion_deletion(m32, small_images, a, steps=5)
+    r64 = insertion_deletion(m64, small_images, a, steps=5)
+    torch.testing.assert_close(r64["insertion"].float(), r32["insertion"], rtol=0, atol=1e-5)
+    p32 = pic(m32, small_images, a, min_pred=0.0, workers=0, thresholds=(0.1, 0.5))
+    p64 = pic(m64, small_images, a, min_pred=0.0, workers=0, thresholds=(0.1, 0.5))
+    assert abs(p32.aic - p64.aic) < 1e-5 or (math.isnan(p32.aic) and math.isnan(p64.aic))

@@ -13,14 +13,14 @@ from fastattr import validation as v
 from fastattr.engine import Engine
 
 # -- option checks ------------------------------------------------------------------------------
-def check_count(value, name: str, minimum: int = 1) -> int:
-    """An integer option >= minimum (Python or numpy integer, not bool) -> int."""
+def check_count(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer option in [minimum, maximum] (Python or numpy integer, not bool) -> int."""
     if minimum == 1:
-        return v.check_positive_int(value, name, allow_none=False)
+        return v.check_positive_int(value, name, allow_none=False, maximum=maximum)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: must lie in [{minimum}, {maximum if maximum is not None else 'inf'}], got {value}")
     return int(value)
 
 

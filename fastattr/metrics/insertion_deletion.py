@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastattr import validation as v
 from fastattr.engine import select_output
 from fastattr.metrics._common import (as_engine, check_choice, check_count, check_finite_scores, check_flag,
                                       check_images,
@@ -91,7 +92,7 @@ def _checked(model, images, attributions, target, targets, base, curve, steps, s
     target = target_argument(target, targets)
     check_choice(base, "base", BASES)
     check_choice(curve, "curve", CURVES)
-    steps = check_count(steps, "steps")
+    steps = check_count(steps, "steps", maximum=v.MAX_STEPS)
     sigma = check_number(sigma, "sigma", lo=0.0)
     absolute = check_flag(absolute, "absolute")
     engine = as_engine(model, batch_size)

@@ -300,7 +300,7 @@ def pic(model, images: torch.Tensor, attributions: torch.Tensor, target=None, *,
     min_pred = check_number(min_pred, "min_pred")
     absolute = check_flag(absolute, "absolute")
     workers = pic_pair.default_workers() if workers is None else check_count(workers, "workers", minimum=0)
-    num_points = check_count(num_points, "num_points")
+    num_points = check_count(num_points, "num_points", maximum=10 ** 7)  # (N, num_points) curves in memory
     thresholds = _check_thresholds(thresholds)
     engine = as_engine(model, batch_size)
     x = check_images(images, engine)
