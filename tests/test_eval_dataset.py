@@ -137,6 +137,7 @@ def test_folder_with_masks_per_image_values_equal_direct_metric_calls(tree, refe
     for png in ("curves.png", "maps.png"):
         with Image.open(reference / png) as im:
             im.load()
+            assert im.mode == "RGB" and min(im.size) > 100
 
 
 def _random_mask(name):
@@ -239,3 +240,23 @@ def test_eval_argument_errors(tree, tmp_path):
         run_eval(tree / "data", tmp_path / "d", model=str(tree / "model_ts.pt"), steps=0, progress=False)
     with pytest.raises(ValueError, match="target"):
         run_eval(tree / "data", tmp_path / "e", model=str(tree / "model_ts.pt"), target="dog", progress=False)
+
+
+def test_a_variant_the_model_refuses_is_listed_not_fatal(tree, tmp_path, monkeypatch):
+    """A method that refuses the model (here: every guided-backward variant) is left out and named
+    in table.md; the other variants are evaluated."""
+    import fastattr.api as api
+
+    real = api.explain
+
+    def refuse_guided(*a, backward="standard", **k):
+        if backward == "guided":
+            raise ValueError("backward: 'guided' cannot reach this model's activations")
+        return real(*a, backward=backward, **k)
+
+    monkeypatch.setattr(api, "explain", refuse_guided)
+    s = _eval(tree, tmp_path / "o", metrics=["insertion"], max_images=2)
+    labels = [r["label"] for r in _rows(tmp_path / "o" / "table.csv")]
+    assert labels == ["vanilla", "ig", "ig + IDGI"]  # the order --methods gave
+    md = (tmp_path / "o" / "table.md").read_text(encoding="utf-8")
+    assert "Not evaluated" in md and "ig (guided bwd): ValueError: backward: 'guided'" in md and s.failed == 0

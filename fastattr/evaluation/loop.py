@@ -98,6 +98,24 @@ def _explain(model, x, t, v: Variant, opts: dict, seed: int):
                        batch_size=opts["batch_size"], **kw)
 
 
+def usable_variants(model, variants: list[Variant], size: int, opts: dict, device) -> tuple[list[Variant], dict]:
+    """The variants the model accepts, tried on one random image (at most 2 steps) before anything
+    is written, and {label: error} for the others (e.g. the guided backward on a model it cannot
+    intercept): one method that does not apply must not stop the evaluation of the rest."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    ok, skipped = [], {}
+    for v in variants:
+        try:
+            _explain(model, x, None, v, {**opts, "steps": min(opts["steps"], 2)}, seed=0)
+        except (ValueError, TypeError) as exc:  # an argument the method refuses for this model
+            skipped[v.label] = f"{type(exc).__name__}: {exc}"
+        else:
+            ok.append(v)
+    if not ok:
+        raise ValueError(f"methods: no method variant applies to this model ({'; '.join(f'{k}: {e}' for k, e in skipped.items())})")
+    return ok, skipped
+
+
 def _score_group(model, source, batch, variants, opts, maps_run, target, d) -> tuple[list[dict], dict]:
     """Records of one group (one per image, in order) and {index * len(variants) + variant
     position: map} of its sample images."""
@@ -162,6 +180,14 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
         n_shards = math.ceil(n / shard_size)
         opts = {"steps": steps, "rule": rule, "output": output, "batch_size": batch_size, "metrics": metrics,
                 "min_pred": min_pred, "sample": sample, "seed": seed, "workers_metrics": metric_workers}
+        skipped = {}
+        if maps_run is None:
+            variants, skipped = usable_variants(model, variants, source.size, opts, d.device)
+            if skipped:
+                header += "\n\nNot evaluated (the method refused this model): " + "; ".join(
+                    f"{k}: {e}" for k, e in skipped.items())
+                if d.rank == 0:
+                    print(f"fastattr eval: not evaluated: {'; '.join(skipped)} (see table.md)", file=sys.stderr)
         # every option that changes a stored value; threads, ranks, workers and the bootstrap
         # (recomputed from the stored values each time) are left out on purpose
         config = {"format": "fastattr-eval/1", "source": source.kind,

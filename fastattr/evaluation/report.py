@@ -111,11 +111,16 @@ def write_text(path: Path, text: str) -> None:
 def _png_bytes(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from PIL import Image
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    # no metadata: the PNG's bytes depend on the pixels only (no software version or date)
-    fig.savefig(buf, format="png", dpi=fig.dpi, metadata={"Software": None})
-    return buf.getvalue()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    # re-encoded as RGB (matplotlib writes RGBA) without metadata: the bytes depend on the
+    # pixels only (no software version)
+    out = io.BytesIO()
+    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], variants: list[Variant]) -> bool:
@@ -147,7 +152,15 @@ def plot_maps(path: Path, images: list, maps: dict[str, list], names: list[str])
     """maps.png: the sample images (rows) with every variant's map (columns), viz.save_grid."""
     from fastattr.viz import save_grid
 
+    from PIL import Image
+
     tmp = path.with_name(path.name + ".tmp-grid")
     save_grid(tmp, images, maps, row_titles=names)
-    write_atomic(path, tmp.read_bytes())
+    data = tmp.read_bytes()
     tmp.unlink()
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode != "RGB":  # matplotlib writes RGBA: an opaque figure needs no alpha channel
+            out = io.BytesIO()
+            im.convert("RGB").save(out, format="PNG", optimize=True)
+            data = out.getvalue()
+    write_atomic(path, data)
