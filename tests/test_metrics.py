@@ -311,6 +311,9 @@ def test_pic_idgi_entropy_small_model():
     # 0% revealed is the PIL blur: its information level is 0 by construction
     torch.testing.assert_close(lv[:, 0], torch.zeros(3, dtype=torch.float64))
     assert 0 <= res.aic <= 1 and math.isfinite(res.sic)
+    # WebP sizes from worker processes (running while the model does): the same levels
+    par = pic(model, images, attr, variant="idgi", info="entropy", workers=2)
+    assert torch.equal(par.per_image["levels"], lv) and par.sic == res.sic
 
 
 def test_pic_idgi_levels_both_infos_equal_separate_calls():

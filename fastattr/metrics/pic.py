@@ -228,7 +228,12 @@ def _pic_idgi(engine, x, sal, target, infos, workers) -> dict[str, PicResult]:
     # encodings per image (the bulk of this metric's time) 2 are saved, and the ratio at 100% is
     # exactly 1.
     stack = np.concatenate([imgs, bokeh[:, :-1].reshape(n * (t - 1), h, w, 3)])
-    logits = _logits_u8(engine, stack, x.device, torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(t - 1)]))
+    webp_items = list(imgs) + list(bases) + list(bokeh[:, 1:-1].reshape(n * (t - 2), h, w, 3))
+    # the WebP encodings start in the worker processes now and run while the model does
+    with pic_pair.background_map(pic_pair.webp_length, webp_items if "entropy" in infos else [], workers) as sizes_iter:
+        logits = _logits_u8(engine, stack, x.device,
+                            torch.cat([torch.arange(n), torch.arange(n).repeat_interleave(t - 1)]))
+        sizes = np.array(list(sizes_iter), dtype=np.float64)
     targets = _targets_from(logits[:n], target, n, x.device)
     p, correct = _probs_and_correct(logits, torch.cat([targets, targets.repeat_interleave(t - 1)]))
     p_in, c_in = p[:n, None], correct[:n, None]
@@ -237,8 +242,6 @@ def _pic_idgi(engine, x, sal, target, infos, workers) -> dict[str, PicResult]:
     out = {}
     for info in infos:  # the bokeh images and their forwards serve every information level
         if info == "entropy":
-            items = list(imgs) + list(bases) + list(bokeh[:, 1:-1].reshape(n * (t - 2), h, w, 3))
-            sizes = np.array(pic_pair.parallel_map(pic_pair.webp_length, items, workers), dtype=np.float64)
             inner = sizes[2 * n:].reshape(n, t - 2)
             levels = torch.from_numpy(np.stack([
                 pic_idgi.entropy_levels(np.concatenate([[sizes[n + i]], inner[i], [sizes[i]]]), sizes[n + i], sizes[i])

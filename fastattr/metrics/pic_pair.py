@@ -3,6 +3,7 @@ bit: griddata-blurred images of kept pixels and their lossless-WebP byte lengths
 scipy / PIL so it can run in worker processes; the model side lives in pic.py."""
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -93,6 +94,19 @@ def skip_reason(blur_entropy: float, orig_entropy: float, blur_pred: float, orig
     if blur_pred >= orig_pred:
         return "blurred prediction >= original"
     return None
+
+
+@contextlib.contextmanager
+def background_map(fn, items: list, workers: int):
+    """Yields an iterator of fn(i) for i in items, in order. With workers > 1 every item is
+    submitted to worker processes on entry, so they compute while the caller works inside the
+    block; otherwise fn runs lazily in this process as the iterator is read."""
+    if workers <= 1 or len(items) < 2:
+        yield map(fn, items)
+        return
+    ctx = multiprocessing.get_context("fork")  # see parallel_map
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as ex:
+        yield ex.map(fn, items, chunksize=1)  # Executor.map submits everything now
 
 
 def parallel_imap(fn, items: list, workers: int):
