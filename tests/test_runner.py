@@ -1,6 +1,9 @@
 """fastattr run: discovery, shards + manifest equal to direct fastattr.explain calls, corrupt files
 recorded and skipped, SIGKILL + resume byte-identical, torchrun (2 ranks, gloo) byte-identical
-to one process, refusal to mix options, and write errors leaving no partial shard."""
+to one process, refusal to mix options, and write errors leaving no partial shard; and the
+issue 16 regressions: options checked before anything is written (item 9), the folder lock
+(item 10), shard checksums (item 11), FIFOs (item 12), absurd aspect ratios (item 13), the model
+named by another path and images changed under the same name (item 16)."""
 import argparse
 import errno
 import json
@@ -46,7 +49,7 @@ sys.exit(main(["run", *sys.argv[1:]]))
 def tree(tmp_path_factory):
     """An ImageFolder tree of 11 small images (PNG/JPEG/WebP, odd sizes, grey and RGBA), one
     corrupt and one truncated file, a hidden folder and a text file (both ignored), and the
-    small CNN saved whole (torch.save) and as TorchScript."""
+    small CNN saved as a torch.export program, as TorchScript and pickled whole (torch.save)."""
     root = tmp_path_factory.mktemp("runner")
     data = root / "data"
     rng = np.random.default_rng(0)
@@ -69,12 +72,15 @@ def tree(tmp_path_factory):
     Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / ".hidden" / "x.png")
     (data / "cat" / "notes.txt").write_text("not an image")
     model = make_small_cnn(seed=3)
+    program = torch.export.export(model, (torch.rand(2, 3, 16, 16),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, root / "model.pt2")
     torch.save(model, root / "model.pt")
     torch.jit.save(torch.jit.script(model), root / "model_ts.pt")
     return root
 
 
-def _args(tree, out, extra=(), model="model.pt"):
+def _args(tree, out, extra=(), model="model.pt2"):
     opts = [o.format(model=tree / model) for o in OPTS]
     return [str(tree / "data"), "--out", str(out), *opts, *extra]
 
@@ -88,6 +94,10 @@ def _main(argv) -> int:
 
 def _files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def _shards(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("shard-*.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +127,16 @@ def test_maps_and_manifest_match_explain(tree, reference):
     assert [r["index"] for r in records] == list(range(len(images)))
     failed = {r["path"]: r for r in records if r["status"] == "failed"}
     assert set(failed) == {"cat/corrupt.jpg", "dog/truncated.png"}
-    assert "cannot identify image file" in failed["cat/corrupt.jpg"]["error"]
+    assert failed["cat/corrupt.jpg"]["error"] == "cannot identify the image format (not an image, or its header is damaged)"
     assert failed["dog/truncated.png"]["error"]
     assert all(r["row"] is None and r["target"] is None for r in failed.values())
-    model = torch.load(tree / "model.pt", weights_only=False)
+    model = make_small_cnn(seed=3)  # the eager model the exported program was made from
     run_json = json.loads((reference / "run.json").read_text())
     assert run_json["steps"] == 12 and run_json["idgi"] is True and run_json["images"] == 13
     n_shards = -(-len(images) // 3)
-    assert sorted(p.name for p in reference.glob("shard-*")) == [f"shard-{k:06d}.safetensors" for k in range(n_shards)]
+    assert _shards(reference) == [f"shard-{k:06d}.safetensors" for k in range(n_shards)]
+    assert sorted(p.name for p in reference.glob("shard-*.check")) == [f"shard-{k:06d}.check" for k in range(n_shards)]
+    assert (reference / ".fastattr-lock").read_bytes() == b""  # released: emptied
     torch.set_num_threads(1)  # as the run did
     try:
         for k in range(n_shards):
@@ -144,6 +156,8 @@ def test_maps_and_manifest_match_explain(tree, reference):
                     assert r["target"] == int(ex.target[j]) and r["score"] == float(ex.scores[j])
                     assert r["delta"] == float(ex.delta[j]) and abs(r["delta"]) < 1e-5  # IDGI completeness
                     assert r["grad_evals"] == 12 and r["label"] == images.labels[i]
+                    st = os.stat(tree / "data" / images.paths[i])
+                    assert (r["file_bytes"], r["file_mtime_ns"]) == (st.st_size, st.st_mtime_ns)
     finally:
         torch.set_num_threads(2)
 
@@ -162,7 +176,7 @@ def test_sigkill_then_resume_is_byte_identical(tree, reference):
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = list(out.glob("shard-*.safetensors"))
+    done = _shards(out)
     assert 1 <= len(done) < 5, f"the kill came too late to test resuming ({len(done)} of 5 shards done)"
     assert not (out / "manifest.jsonl").exists()
     (out / "shard-000004.safetensors.tmp-99999").write_bytes(b"half a shard")
@@ -174,9 +188,10 @@ def test_sigkill_then_resume_is_byte_identical(tree, reference):
 
 
 def test_torchrun_two_ranks_equal_single_process(tree, reference):
-    """torchrun --nproc-per-node 2 (gloo on CPU): each rank writes its own shards, rank 0 merges
-    the manifest; every file equals the single-process run's byte for byte. Uses the TorchScript
-    copy of the model, so loading that format is covered as well."""
+    """torchrun --nproc-per-node 2 (gloo on CPU; `python -m torch.distributed.run` is what the
+    torchrun script runs): each rank writes its own shards, rank 0 merges the manifest; every file
+    equals the single-process run's byte for byte. Uses the TorchScript copy of the model, and
+    the pickled copy with --trust-pickle in one process: all three formats give the same maps."""
     single = tree / "single_ts"
     assert _main(_args(tree, single, ["--workers", "0"], model="model_ts.pt")) == 0
     out = tree / "torchrun"
@@ -185,9 +200,11 @@ def test_torchrun_two_ranks_equal_single_process(tree, reference):
     res = subprocess.run(cmd, env=ENV, stderr=subprocess.PIPE, timeout=300)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     assert _files(out) == _files(single)
-    # and the TorchScript model gives the pickled model's maps
-    a, b = _files(single), _files(reference)
-    assert {k: v for k, v in a.items() if k != "run.json"} == {k: v for k, v in b.items() if k != "run.json"}
+    pickled = tree / "single_pickle"
+    assert _main(_args(tree, pickled, ["--workers", "0", "--trust-pickle"], model="model.pt")) == 0
+    a, b, c = _files(single), _files(reference), _files(pickled)
+    assert a.keys() == b.keys() == c.keys()
+    assert [k for k in a if not (a[k] == b[k] == c[k])] == ["run.json"]  # only the model's name and sha256
 
 
 def test_rerun_with_other_options_is_refused(tree, reference, capsys):
@@ -215,9 +232,9 @@ def test_write_error_stops_without_partial_shard(tree, monkeypatch, capsys):
     monkeypatch.setattr(shards_mod.os, "fsync", fsync)
     assert _main(_args(tree, out, ["--workers", "0"])) == 1
     err = capsys.readouterr().err
-    assert "the disk is full" in err and "shard-000001.safetensors" in err and "re-run" in err
+    assert "the disk is full" in err and "shard-000001." in err and "re-run" in err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["run.json", "shard-000000.safetensors"]
+    assert names == [".fastattr-lock", "run.json", "shard-000000.check", "shard-000000.safetensors"]
     monkeypatch.setattr(shards_mod.os, "fsync", real_fsync)
     assert _main(_args(tree, out, ["--workers", "0"])) == 0
     assert len(read_manifest(out)) == 13
@@ -227,14 +244,13 @@ def test_float16_storage_and_label_targets(tree):
     """--dtype float16 stores the float32 maps rounded to half; --target label explains the
     ImageFolder class and records its folder name."""
     out32, out16 = tree / "t32", tree / "t16"
-    common = dict(model=str(tree / "model.pt"), steps=4, size=16, shard_size=16, images_per_call=16,
+    common = dict(model=str(tree / "model.pt2"), steps=4, size=16, shard_size=16, images_per_call=16,
                   workers=0, threads=1, progress=False, target="label")
     s = run(tree / "data", out32, **common)
     assert (s.images, s.ok, s.failed, s.shards) == (13, 11, 2, 1)
     # An nn.Module object: an identity BatchNorm (fresh statistics, eps 0; its 0-d buffer
     # num_batches_tracked goes into the run.json fingerprint) before the saved CNN.
-    module = torch.nn.Sequential(torch.nn.BatchNorm2d(3, eps=0.0),
-                                 torch.load(tree / "model.pt", weights_only=False)).eval()
+    module = torch.nn.Sequential(torch.nn.BatchNorm2d(3, eps=0.0), make_small_cnn(seed=3)).eval()
     run(tree / "data", out16, dtype="float16", **{**common, "model": module})  # an nn.Module object
     m32, _, recs = load_shard(out32 / "shard-000000.safetensors")
     m16, _, _ = load_shard(out16 / "shard-000000.safetensors")
