@@ -8,6 +8,7 @@ import argparse
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from conftest import make_small_cnn
 from PIL import Image
 
 import fastattr
+from fastattr.cli import main as cli_main
 from fastattr.images import load_image
 from fastattr.runner import WriteError, add_run_arguments, discover, load_shard, main_run, read_manifest, run
 from fastattr.runner import shards as shards_mod
@@ -32,14 +34,20 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 OPTS = ["--model", "{model}", "--size", "16", "--idgi", "--steps", "12", "--batch-size", "8",
         "--shard-size", "3", "--images-per-call", "2", "--threads", "1", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-# The killed run: the real CLI with every explain call delayed, so that the kill reliably lands
-# with shards still to do however fast the machine is (the delay changes no result).
-SLOW_RUN = """import sys, time, fastattr
-real = fastattr.explain
+# The killed or blocked run: the real CLI with every group's explain call delayed (0.3 s, or
+# FASTATTR_TEST_DELAY), so that a kill reliably lands with shards still to do however fast the
+# machine is, and held back until the file named by FASTATTR_TEST_GO exists when that is set
+# (neither changes a result).
+SLOW_RUN = """import importlib, os, sys, time
+r = importlib.import_module("fastattr.runner.run")  # the module; fastattr.runner.run is the function
+real = r._explain_group
 def slow(*a, **k):
-    time.sleep(0.3)
+    go = os.environ.get("FASTATTR_TEST_GO")
+    while go and not os.path.exists(go):
+        time.sleep(0.02)
+    time.sleep(float(os.environ.get("FASTATTR_TEST_DELAY", "0.3")))
     return real(*a, **k)
-fastattr.explain = slow
+r._explain_group = slow
 from fastattr.cli import main
 sys.exit(main(["run", *sys.argv[1:]]))
 """
@@ -274,3 +282,150 @@ def test_write_atomic_never_leaves_a_prefix(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match="permission denied"):
         shards_mod.write_atomic(target, b"12345")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_options_write_nothing(tree, capsys):
+    """Item 9: options a method rejects, an unknown option, a target the model does not have: one
+    named error line, exit code 2, and the folder is not even created, so the corrected command
+    runs. A run.json left by a run that stopped before its first shard does not block it either."""
+    out = tree / "bad_options"
+    cases = [(["-O", "fooo=1"], "fooo: unknown option of method 'ig'"),
+             (["--target", "5000"], "target: class indices must lie in [0, 10)"),
+             (["--method", "guided_ig", "-O", "fraction=2"], "fraction: must lie in [0, 1]"),
+             (["--rule", "trapezoid", "--steps", "1"], "rule='trapezoid' needs steps >= 2"),
+             (["--target", "cat"], "target: expected 'predicted', 'label' or a class index"),
+             (["--device", "tpu"], "device: unknown device 'tpu'; use cpu, cuda or cuda:N"),
+             (["--shard-size", "0"], "argument --shard-size: must be >= 1, got 0")]
+    for extra, message in cases:
+        code = None
+        try:
+            code = cli_main(["run", *_args(tree, out, ["--workers", "0", *extra])])
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert not out.exists(), extra
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"format": "fastattr-run/2", "steps": 999}))
+    assert _main(_args(tree, out, ["--workers", "0"])) == 0
+    assert json.loads((out / "run.json").read_text())["steps"] == 12
+
+
+def test_second_run_on_the_same_folder_is_refused(tree, reference, tmp_path):
+    """Item 10, with two real processes: while a run holds the folder, a second one on it is
+    refused at once, naming the holder's pid, and touches nothing (it used to delete the first
+    run's temporary shard); the first run then completes with the same bytes as ever."""
+    out, go = tree / "locked", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *_args(tree, out)],
+                             env={**ENV, "FASTATTR_TEST_GO": str(go), "FASTATTR_TEST_DELAY": "0"},
+                             stderr=subprocess.PIPE)
+    try:
+        lock = out / ".fastattr-lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_bytes()):
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.monotonic() < deadline, "the first run took no lock within 120 s"
+            time.sleep(0.02)
+        planted = out / "shard-000002.safetensors.tmp-99999"  # as if the first run were writing it
+        planted.write_bytes(b"being written")
+        second = subprocess.run([sys.executable, "-m", "fastattr", "run", *_args(tree, out)], env=ENV,
+                                stderr=subprocess.PIPE, timeout=300)
+        err = second.stderr.decode()
+        assert second.returncode == 2, err
+        assert f"is in use by another fastattr run (pid {first.pid} on " in err and err.count("\n") == 1, err
+        assert planted.read_bytes() == b"being written"
+        planted.unlink()
+        go.touch()
+        assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    finally:
+        first.kill()
+    assert _files(out) == _files(reference)
+
+
+def test_damaged_shards_are_verified_and_recomputed(tree, reference):
+    """Item 11: a truncated, a zero-byte, a flipped-byte shard and one without its checksum record
+    are each named and computed again; the folder ends byte-identical to the reference."""
+    out = tree / "damaged"
+    shutil.copytree(reference, out)
+    names = [f"shard-{k:06d}.safetensors" for k in range(4)]
+    data = (out / names[0]).read_bytes()
+    (out / names[0]).write_bytes(data[: len(data) // 2])
+    (out / names[1]).write_bytes(b"")
+    flipped = bytearray((out / names[2]).read_bytes())
+    flipped[-7] ^= 0x01  # inside the maps: the shard still loads, with one wrong value
+    (out / names[2]).write_bytes(bytes(flipped))
+    load_shard(out / names[2])
+    (out / "shard-000003.check").unlink()
+    (out / "manifest.jsonl").unlink()
+    res = subprocess.run([sys.executable, "-m", "fastattr", "run", *_args(tree, out)], env=ENV,
+                         stderr=subprocess.PIPE, timeout=300)
+    err = res.stderr.decode()
+    assert res.returncode == 0, err
+    assert f"{names[0]}: it has {len(data) // 2} bytes, its record says {len(data)} (truncated" in err
+    assert f"{names[1]}: it has 0 bytes, its record says" in err
+    assert f"{names[2]}: its sha256 differs from its record (the file is corrupt); computing it again" in err
+    assert f"{names[3]}: it has no checksum record" in err
+    assert "(4 computed now" in err
+    assert _files(out) == _files(reference)
+
+
+def test_odd_files_are_recorded_and_skipped(tree, tmp_path):
+    """Items 12 and 13 through `python -m fastattr run`: a FIFO named *.png (used to hang the run
+    forever), a 1x5000 PNG (used to take 3 GB) and a dangling symlink are failed records with
+    their reason; the good image gets its map."""
+    data = tmp_path / "odd"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(data / "good.png")
+    os.mkfifo(data / "pipe.png")
+    Image.fromarray(np.full((5000, 1, 3), 200, np.uint8)).save(data / "strip.png")
+    (data / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "fastattr", "run", str(data), "--out", str(out), "--size", "16",
+                          "--steps", "2", "--model", str(tree / "model.pt2"), "--no-progress"],
+                         env=ENV, stderr=subprocess.PIPE, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    records = {r["path"]: r for r in read_manifest(out)}
+    assert records["good.png"]["status"] == "ok"
+    assert records["pipe.png"]["error"] == "a FIFO, not an image file"
+    assert "1x5000 pixels: an aspect ratio beyond 50:1" in records["strip.png"]["error"]
+    assert records["gone.jpg"]["error"].startswith("FileNotFoundError")
+    assert all(records[k]["status"] == "failed" for k in ("pipe.png", "strip.png", "gone.jpg"))
+
+
+def test_model_by_another_path_is_the_same_run(tree, reference, monkeypatch, capsys):
+    """Item 16: the model named by a relative path resumes the run made with its absolute path (the
+    sha256 is compared, not the path); another model file is still refused."""
+    monkeypatch.chdir(tree)
+    args = _args(tree, reference, ["--workers", "0"])
+    args[args.index("--model") + 1] = "model.pt2"
+    before = _files(reference)
+    assert _main(args) == 0
+    assert "(0 computed now" in capsys.readouterr().err
+    assert _files(reference) == before
+    args[args.index("--model") + 1] = "model_ts.pt"
+    with pytest.raises(ValueError, match="refusing to mix.*model_sha256"):
+        _main(args)
+
+
+def test_image_changed_under_the_same_name_is_detected(tree, tmp_path, capsys):
+    """Item 16: an image rewritten with other pixels under the same name: on resume its shard is
+    named and computed again (sizes and mtimes are compared per shard; see runner/files.py), and
+    the folder equals a fresh run's on the changed images."""
+    data = tmp_path / "data"
+    shutil.copytree(tree / "data", data)
+    out = tmp_path / "out"
+    args = [str(data), "--out", str(out), *[o.format(model=tree / "model.pt2") for o in OPTS], "--workers", "0"]
+    assert _main(args) == 0
+    capsys.readouterr()
+    changed = data / "cat" / "img1.jpg"
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (17, 19, 3), dtype=np.uint8)).save(changed)
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later mtime even on coarse clocks
+    assert _main(args) == 0
+    err = capsys.readouterr().err
+    assert "shard-000002.safetensors: 1 of its images changed since it was written (size or modification " \
+           "time: cat/img1.jpg); computing it again" in err and "(1 computed now" in err
+    fresh = tmp_path / "fresh"
+    assert _main([str(data), "--out", str(fresh), *args[3:]]) == 0
+    assert _files(out) == _files(fresh)
