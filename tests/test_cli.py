@@ -19,6 +19,8 @@ from PIL import Image
 
 from fastattr.cli import main, output_names
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 FASTATTR = shutil.which("fastattr", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
@@ -57,6 +59,7 @@ def files(tmp_path_factory):
     with zipfile.ZipFile(root / "junk.zip", "w") as z:
         z.writestr("readme.txt", "not a model")
     torch.save(model, root / "pickled.pt")
+    torch.jit.save(torch.jit.script(model), root / "scripted.pt")
     (root / "afile").write_text("x")
     return root
 
@@ -192,6 +195,8 @@ def test_bad_model_files_from_the_command_line(files, capsys):
     (["explain", "{files}/a/cat.png", "--model", "{files}/model.pt2", "--size", "32", "--rule", "trapezoid",
       "--steps", "1"],
      "rule='trapezoid' needs steps >= 2"),
+    (["explain", "{files}/a/cat.png", "--model", "{files}/scripted.pt", "--size", "32", "--backward", "guided"],
+     "backward: 'guided' cannot reach inside a TorchScript model"),
 ])
 def test_user_errors_are_one_named_line(files, capsys, argv, message):
     """Item 15: each a one-line named error and exit code 2 (argparse's own errors included)."""

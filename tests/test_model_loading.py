@@ -4,6 +4,7 @@ what the file is and how to save one that loads (issue 16 item 2, "Safe model lo
 import io
 import json
 import pathlib
+import textwrap
 import zipfile
 
 import pytest
@@ -247,3 +248,15 @@ def test_exported_module_rejects_programs_with_several_inputs():
     program = torch.export.export(Two(), (torch.rand(2, 3), torch.rand(2, 3)))
     with pytest.raises(UserError, match="takes 2 inputs"):
         exported_module(program)
+
+
+def test_readme_saving_recipe_loads(tmp_path, monkeypatch):
+    """The torch.export code block of the README's "Saving a model for the CLI", run as printed."""
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Saving a model for the CLI"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    monkeypatch.chdir(tmp_path)
+    exec(textwrap.dedent(code), {"model": model})
+    x = torch.rand(2, 3, 224, 224)
+    torch.testing.assert_close(load_model("model.pt2")(x), model(x))

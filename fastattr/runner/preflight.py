@@ -8,6 +8,7 @@ from torch import nn
 
 import fastattr
 from fastattr.errors import UserError, checking_arguments
+from fastattr.models import EXPORT_RECIPE
 
 
 def _stand_in() -> nn.Module:
@@ -25,8 +26,14 @@ def preflight(model: nn.Module, device: torch.device, size: int, target, explain
     """Raise UserError now for what would fail later: explain_options (method, steps, rule, idgi,
     backward, output, batch_size, method options) on a stand-in model, then the model itself on
     one black (1, 3, size, size) image with `target` (None, an int, or the largest target the run
-    will ask for): its output form and number of classes. Global RNG state is left as it was."""
+    will ask for): its output form, number of classes and input shape; and the guided backward on
+    a TorchScript model, which would silently be the standard one. Global RNG state is kept."""
     options = {k: v for k, v in explain_options.items() if k not in ("compile", "channels_last")}
+    if options.get("backward") == "guided" and any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        # measured: guided maps of a scripted or traced CNN equal its standard maps exactly
+        raise UserError("backward: 'guided' cannot reach inside a TorchScript model (its activations are no "
+                        "Python calls to intercept) and would silently give the standard gradient; save the "
+                        f"model with torch.export instead: {EXPORT_RECIPE}")
     with torch.random.fork_rng(devices=[]), checking_arguments():
         fastattr.explain(_stand_in(), torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
                          **options)
