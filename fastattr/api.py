@@ -6,18 +6,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from fastattr import model_io
 from fastattr import validation as v
 from fastattr.backward import BACKWARDS
-from fastattr.engine import OUTPUTS, Engine, model_device, select_output
+from fastattr.engine import Engine, select_output
 from fastattr.methods import METHODS, MethodContext
 from fastattr.methods.integrated_gradients import RULES
 
 
 @dataclass
 class Explanation:
-    """Result of fastattr.explain for N images."""
+    """Result of fastattr.explain for N inputs."""
 
-    attributions: torch.Tensor  # (N, C, H, W) float32
+    attributions: torch.Tensor  # the inputs' shape (N, ...); float32 (float64 for a float64 model)
     target: torch.Tensor  # (N,) int64
     scores: torch.Tensor  # (N,) f_c at the inputs
     baseline_scores: torch.Tensor  # (N,) f_c at the path start
@@ -27,69 +28,93 @@ class Explanation:
     extras: dict = field(default_factory=dict)  # method-specific reports
 
 
-def check_call_options(method: str, rule: str, output: str, backward: str, steps, batch_size,
-                       idgi: bool) -> tuple[int | None, int | None]:
+def check_call_options(method: str, rule: str, output, backward: str, steps, batch_size,
+                       idgi: bool, baseline=None) -> tuple[int | None, int | None]:
     """Checks the options explain and Explainer share; returns the checked (steps, batch_size)."""
     v.check_choice(method, "method", METHODS)
     v.check_choice(rule, "rule", RULES)
-    v.check_choice(output, "output", OUTPUTS)
+    model_io.check_output(output)
     v.check_choice(backward, "backward", BACKWARDS)
-    steps = v.check_positive_int(steps, "steps")
+    steps = v.check_positive_int(steps, "steps", maximum=v.MAX_STEPS)
     batch_size = v.check_positive_int(batch_size, "batch_size")
     spec = METHODS[method]
     if idgi and not spec.path:
         raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
     if rule != "left" and not spec.rules:
         raise ValueError(f"rule: method {method!r} has no integration rule (rule= is for 'ig')")
+    if baseline is not None and not spec.baseline:
+        takes = sorted(name for name, sp in METHODS.items() if sp.baseline)
+        raise ValueError(f"baseline: method {method!r} has no baseline (its path does not start at one), so "
+                         f"baseline= would be ignored; methods with a baseline: {takes}")
     return steps, batch_size
 
 
 def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
             steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
-            output: str = "probability", batch_size: int | None = None, compile: bool = False,
-            progress: bool = False, channels_last: bool | None = None, **method_options) -> Explanation:
-    """Attribution maps (N, C, H, W) with their targets, scores and completeness delta per image."""
+            output="probability", batch_size: int | None = None, compile: bool = False,
+            progress: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
+            **method_options) -> Explanation:
+    """Attribution maps (N, ...) of inputs (N, ...) with their targets, scores and completeness
+    delta per input. model_dtype: the dtype a parameter-free model computes in (default: its
+    first floating parameter's)."""
     v.check_model(model)
     x = v.check_inputs(inputs)
-    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
-
-    device = model_device(model)
-    x = x.detach().to(device=device, dtype=torch.float32).contiguous()
-    b = v.check_baseline(baseline, x)
+    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
-                    channels_last=channels_last)
+                    channels_last=channels_last, model_dtype=model_dtype)
+    x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
+    b = v.check_baseline(baseline, x)
     return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
 
 
 def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str,
                         steps: int | None, rule: str, idgi: bool, progress: bool,
                         method_options: dict) -> Explanation:
-    """explain's core on checked arguments and a given (possibly reused) engine; x, b (N, C, H, W)
-    float32 on the engine's device."""
+    """explain's core on checked arguments and a given (possibly reused) engine; x, b (N, ...) in
+    the engine's point dtype on its device."""
     spec = METHODS[method]
     v.check_method_options(spec.fn, method, method_options)
+    if spec.images and x.dim() != 4:
+        raise ValueError(f"inputs: method {method!r} works on images (N, C, H, W) (it blurs over two "
+                         f"spatial axes), got shape {tuple(x.shape)}; vanilla, ig, guided_ig and neflag "
+                         "take inputs of any rank")
     evals_before = engine.grad_evals
     engine.fit_batch(x[0].numel())
-    with engine.session():
+    n = x.shape[0]
+    with engine.session(images=n):  # on exit: a ValueError if any f_c on the path was NaN or inf
         logits = engine.logits(x)  # one forward: the target when none is given, and f_c(x)
-        t = v.check_target(target, x.shape[0], logits.shape[1], x.device)
+        t = v.check_target(target, n, logits.shape[1], x.device)
         if t is None:
             t = logits.argmax(dim=1)
         scores = select_output(logits, t, engine.output)
+        model_io.check_scores_finite(scores)
         ctx = MethodContext(engine, x, b, t, scores, steps if steps is not None else spec.default_steps,
                             rule, bool(idgi), progress)
         result = spec.fn(ctx, **method_options)
-    attributions = result.attributions.float()
-    delta = attributions.flatten(1).sum(1) - (scores - result.baseline_scores)
-    return Explanation(attributions, t, scores, result.baseline_scores, delta,
+    attributions = result.attributions.to(x.dtype)
+    baseline_scores = result.baseline_scores.to(scores.dtype)
+    # A path of zero length (baseline == input, or the method says so) has an exactly zero map and
+    # f_c(start) = f_c(x): forward passes of the same point in other chunk compositions can differ
+    # by rounding, and a percentile-normalised heatmap would show that noise at full contrast.
+    still = (x == b).flatten(1).all(1) if spec.baseline else torch.zeros(n, dtype=torch.bool, device=x.device)
+    if result.still is not None:
+        still = still | result.still
+    if bool(still.any()):
+        attributions = attributions.masked_fill(still.view(-1, *([1] * (x.dim() - 1))), 0)
+        baseline_scores = torch.where(still, scores, baseline_scores)
+    model_io.check_map_finite(attributions)
+    delta = attributions.flatten(1).sum(1) - (scores - baseline_scores)
+    return Explanation(attributions, t, scores, baseline_scores, delta,
                        engine.grad_evals - evals_before, method, result.extras)
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str = "ig", baseline=None,
               steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
-              output: str = "probability", batch_size: int | None = None, compile: bool = False,
-              channels_last: bool | None = None, **method_options) -> torch.Tensor:
-    """Attribution maps of `inputs` (N, C, H, W) for `target` (None: argmax), float32 (N, C, H, W)."""
+              output="probability", batch_size: int | None = None, compile: bool = False,
+              channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
+              **method_options) -> torch.Tensor:
+    """Attribution maps of `inputs` (N, ...) for `target` (None: argmax), the inputs' shape, float32
+    (float64 for a float64 model)."""
     return explain(model, inputs, target, method=method, baseline=baseline, steps=steps, rule=rule,
                    idgi=idgi, backward=backward, output=output, batch_size=batch_size, compile=compile,
-                   channels_last=channels_last, **method_options).attributions
+                   channels_last=channels_last, model_dtype=model_dtype, **method_options).attributions

@@ -1,14 +1,17 @@
 """The engine: the only code that calls the model. Evaluates f_c and its input gradient for packed
-chunks of points (images x path points), one forward+backward per chunk."""
+chunks of points (images x path points), one forward+backward per chunk. What the model is (its
+dtype, its output form, training mode, non-finite scores) is handled by fastattr.model_io."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Iterator
 
 import torch
 from torch import nn
 
-OUTPUTS = ("probability", "logit")
+from fastattr import model_io
+from fastattr.model_io import OUTPUTS, select_output  # noqa: F401  (re-exported: fastattr.engine.OUTPUTS)
 
 # Chunk sizes measured per device (bench/bench_batch_size.py): on the 2-core CPU, EfficientNet-Lite0
 # at 224x224 costs 79/65/54/70/86 ms per point at chunks of 1/4/8/16/32 (cache-resident
@@ -59,7 +62,7 @@ def uses_conv2d(model: nn.Module) -> bool:
                for m in model.modules())
 
 
-def _call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _call_model(model: nn.Module, x: torch.Tensor):
     return model(x)
 
 
@@ -75,22 +78,23 @@ def _compiled() -> callable:
     return _compiled_call
 
 
-def select_output(logits: torch.Tensor, targets: torch.Tensor, output: str) -> torch.Tensor:
-    """f_c per row: softmax probability or logit of class targets[i]. logits (B, K) -> (B,)."""
-    if output == "probability":
-        logits = logits.softmax(dim=-1)
-    return logits.gather(1, targets[:, None]).squeeze(1)
-
-
 class Engine:
-    """Evaluates f_c(x) and d f_c / dx for chunks of at most `batch_size` points of one model."""
+    """Evaluates f_c(x) and d f_c / dx for chunks of at most `batch_size` points of one model.
 
-    def __init__(self, model: nn.Module, *, output: str = "probability", batch_size: int | None = None,
+    Points come in float32 (float64 for a float64 model; `point_dtype`) and are cast to the
+    model's dtype at the model call (differentiable: gradients come back in the points' dtype);
+    scores are cast back to the points' dtype before the output form, so softmax, IDGI's output
+    differences and every sum run in at least float32. model_dtype overrides the dtype read from
+    the parameters (for parameter-free wrappers of callables; None and no floating parameters:
+    the model runs in the points' dtype)."""
+
+    def __init__(self, model: nn.Module, *, output="probability", batch_size: int | None = None,
                  compile: bool = False, backward: str = "standard", progress=None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, model_dtype: torch.dtype | None = None):
         self.model = model
-        self.output = output
+        self.output = model_io.check_output(output)
         self.device = model_device(model)
+        self.model_dtype = model_io.model_dtype(model, model_io.check_model_dtype(model_dtype))
         self.auto_batch = not batch_size  # chosen per input size by fit_batch()
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
         self.compile = compile
@@ -105,6 +109,12 @@ class Engine:
         self._depth = 0
         self._saved_flags: list[tuple[nn.Parameter, bool]] = []
         self._backward_ctx = None
+        self._eval_ctx = None
+        self._check: model_io.FiniteCheck | None = None
+
+    def point_dtype(self, input_dtype: torch.dtype = torch.float32) -> torch.dtype:
+        """dtype of points, gradients and maps for inputs of `input_dtype` (model_io.point_dtype)."""
+        return model_io.point_dtype(self.model_dtype, input_dtype)
 
     def fit_batch(self, point_numel: int) -> None:
         """Size the chunks for points of `point_numel` elements, unless the caller fixed them."""
@@ -113,18 +123,28 @@ class Engine:
 
     # -- model call -------------------------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) scores as the output form sees them, in x's dtype, for points x (B, ...)."""
+        xm = x
         if self.channels_last and x.dim() == 4:
             # Convolutions run faster on channels-last activations (oneDNN on CPU: EfficientNet-
             # Lite0 forward+backward at batch 8 took 2.08 s vs 2.52 s per 32 points, measured
             # interleaved here); the copy is differentiable, so gradients come back as NCHW.
             # It changes convolution rounding (a few float32 ulps), which can move gradients at
             # ReLU6 kinks; channels_last=False reproduces NCHW results bit for bit.
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = _compiled()(self.model, x) if self.compile else self.model(x)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model: output must be a (N, K) tensor of class scores, got {shape}")
-        return out
+            xm = xm.contiguous(memory_format=torch.channels_last)
+        if self.model_dtype is not None and xm.dtype != self.model_dtype:
+            xm = xm.to(self.model_dtype)  # differentiable: the gradient comes back in x's dtype
+        raw = _compiled()(self.model, xm) if self.compile else self.model(xm)
+        return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
+
+    def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_c and its gradient at the leaf xs; an output that does not depend on xs has gradient
+        exactly zero (autograd would raise "does not require grad" / "unused input")."""
+        y = select_output(self._logits(xs), ts, self.output)
+        if not y.requires_grad:
+            return y, torch.zeros_like(xs)
+        (g,) = torch.autograd.grad(y.sum(), xs, allow_unused=True, materialize_grads=True)
+        return y, g
 
     def _padded(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
@@ -135,39 +155,62 @@ class Engine:
         targets = torch.cat([targets, targets[-1:].expand(extra)])
         return x, targets
 
-    # -- session: parameters frozen, backward mode installed ---------------------------------
+    # -- session: parameters frozen, eval mode, backward mode installed ----------------------
     @contextlib.contextmanager
-    def session(self) -> Iterator["Engine"]:
-        """Parameters' requires_grad off (no parameter gradients) and the backward mode active;
-        both restored on exit, also on error. Re-entrant."""
+    def session(self, images: int | None = None) -> Iterator["Engine"]:
+        """Parameters' requires_grad off (no parameter gradients), the model in eval mode and the
+        backward mode active; all restored on exit, also on error. Re-entrant. The outermost
+        session checks once, on normal exit, that every f_c the model produced was finite
+        (ValueError naming the image; `images`: how many images the points' `images=` index)."""
         if self._depth == 0:
             from fastattr.backward import backward_context
 
+            self._check = model_io.FiniteCheck(images, self.device)
             self._saved_flags = [(p, p.requires_grad) for p in self.model.parameters()]
             for p, _ in self._saved_flags:
                 p.requires_grad_(False)
-            self._backward_ctx = backward_context(self.backward, self.model)
             try:
+                self._eval_ctx = model_io.eval_mode(self.model)
+                self._eval_ctx.__enter__()
+                self._backward_ctx = backward_context(self.backward, self.model)
                 self._backward_ctx.__enter__()
             except BaseException:
-                self._restore_flags()
+                self._close(*sys.exc_info())
                 raise
         self._depth += 1
+        ok = False
         try:
             yield self
+            ok = True
         finally:
             self._depth -= 1
             if self._depth == 0:
-                try:
-                    self._backward_ctx.__exit__(None, None, None)
-                finally:
-                    self._backward_ctx = None
-                    self._restore_flags()
+                check, self._check = self._check, None
+                self._close(None, None, None)
+                if ok:
+                    check.raise_if_bad()
+
+    def _close(self, *exc) -> None:
+        try:
+            if self._backward_ctx is not None:
+                self._backward_ctx.__exit__(*exc)
+        finally:
+            self._backward_ctx = None
+            try:
+                if self._eval_ctx is not None:
+                    self._eval_ctx.__exit__(*exc)
+            finally:
+                self._eval_ctx = None
+                self._restore_flags()
 
     def _restore_flags(self) -> None:
         for p, flag in self._saved_flags:
             p.requires_grad_(flag)
         self._saved_flags = []
+
+    def _observe(self, y: torch.Tensor, images: torch.Tensor | None) -> None:
+        if self._check is not None:
+            self._check.observe(y, images)
 
     # -- evaluation --------------------------------------------------------------------------
     def chunks(self, total: int) -> Iterator[tuple[int, int]]:
@@ -175,9 +218,11 @@ class Engine:
         for start in range(0, total, self.batch_size):
             yield start, min(start + self.batch_size, total)
 
-    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f_c and its gradient for one chunk. x (B, C, H, W) with B <= batch_size, targets (B,)
-        -> (y (B,) float32, g (B, C, H, W)). One forward+backward; no parameter gradients."""
+    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor,
+                       images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_c and its gradient for one chunk. x (B, ...) with B <= batch_size, targets (B,),
+        images (B,) the image each point belongs to (names it if its score is NaN/inf) ->
+        (y (B,), g (B, ...)) in x's dtype. One forward+backward; no parameter gradients."""
         n = x.shape[0]
         if n > self.batch_size:
             raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
@@ -188,24 +233,33 @@ class Engine:
             xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
-                y = select_output(self._logits(xp), tp, self.output)
-                (g,) = torch.autograd.grad(y.sum(), xp)
+                y, g = self._value_and_grad(xp, tp)
+            y = y[:n].detach()
+            self._observe(y, images)
         self.grad_evals += n
         if self.progress is not None:
             self.progress.update(n)
-        return y[:n].detach().float(), g[:n]
+        return y, g[:n]
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Model scores for any number of points, chunked, no graph. x (P, C, H, W) -> (P, K)."""
+        """Model scores as the output form sees them (before softmax/sigmoid), for any number of
+        points, chunked, no graph. x (P, ...) -> (P, K) in x's dtype (float32 or float64)."""
         outs = []
         with self.session():
             for s, e in self.chunks(x.shape[0]):
                 xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device))
-                outs.append(self._logits(xc)[: e - s].float())
+                outs.append(self._logits(xc)[: e - s])
         self.forward_evals += x.shape[0]
         return torch.cat(outs)
 
-    def value(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """f_c at any number of points, forward only. x (P, C, H, W), targets (P,) -> (P,)."""
-        return select_output(self.logits(x), targets, self.output)
+    def value(self, x: torch.Tensor, targets: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """f_c at any number of points, forward only; NaN/inf is a ValueError (naming images[p],
+        or the row of x when called outside a session). x (P, ...), targets (P,), images (P,) -> (P,)."""
+        n = None
+        if self._depth == 0 and images is None:  # standalone: name the row of x
+            images, n = torch.arange(x.shape[0], device=x.device), x.shape[0]
+        with self.session(images=n):
+            y = select_output(self.logits(x), targets, self.output)
+            self._observe(y, images)
+        return y

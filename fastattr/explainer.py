@@ -15,7 +15,7 @@ from torch import nn
 
 from fastattr import validation as v
 from fastattr.api import Explanation, check_call_options, explain_with_engine
-from fastattr.engine import Engine, model_device, select_output
+from fastattr.engine import Engine, uses_conv2d
 from fastattr.methods import METHODS
 
 
@@ -31,9 +31,7 @@ class CudaGraphEngine(Engine):
         self._graphs: dict = {}  # (shape, dtype) -> (graph, x_static, t_static, y_static, g_static)
 
     def _step(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = select_output(self._logits(xs), ts, self.output)
-        (g,) = torch.autograd.grad(y.sum(), xs)
-        return y, g
+        return self._value_and_grad(xs, ts)
 
     def _capture(self, xp: torch.Tensor, tp: torch.Tensor):
         xs = xp.detach().clone().requires_grad_(True)  # static input: replays read from this memory
@@ -51,8 +49,9 @@ class CudaGraphEngine(Engine):
             ys, gs = self._step(xs, ts)
         return graph, xs, ts, ys, gs
 
-    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As Engine.value_and_grad (x (B, C, H, W), targets (B,) -> (y (B,), g (B, C, H, W))),
+    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor,
+                       images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As Engine.value_and_grad (x (B, ...), targets (B,), images (B,) -> (y (B,), g (B, ...))),
         by replaying the captured graph for this chunk shape."""
         n = x.shape[0]
         if n > self.batch_size:
@@ -68,7 +67,8 @@ class CudaGraphEngine(Engine):
                 ts.copy_(tp)
             graph.replay()
             # The next replay overwrites the static outputs; callers may keep what they get.
-            y, g = ys[:n].detach().float().clone(), gs[:n].clone()
+            y, g = ys[:n].detach().clone(), gs[:n].clone()
+            self._observe(y, images)
         self.grad_evals += n
         if self.progress is not None:
             self.progress.update(n)
@@ -77,42 +77,48 @@ class CudaGraphEngine(Engine):
 
 class Explainer:
     """Reusable attribution: Explainer(model, method="ig", idgi=True, steps=32, compile=True), then
-    explainer(x (N, C, H, W) or (C, H, W), target=None) -> Explanation (maps (N, C, H, W))."""
+    explainer(x (N, ...), target=None) -> Explanation (maps like x). For a 2-d conv model a 3-D x
+    is one image (C, H, W); for other models a 3-D x is a batch (N, T, D) or (N, C, L)."""
 
     def __init__(self, model: nn.Module, method: str = "ig", *, baseline=None, steps: int | None = None,
                  rule: str = "left", idgi: bool = False, backward: str = "standard",
-                 output: str = "probability", batch_size: int | None = None, compile: bool = False,
+                 output="probability", batch_size: int | None = None, compile: bool = False,
                  cuda_graphs: bool | None = None, progress: bool = False, channels_last: bool | None = None,
-                 **method_options):
+                 model_dtype: torch.dtype | None = None, **method_options):
         v.check_model(model)
-        self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
+        self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi,
+                                                    baseline)
         v.check_method_options(METHODS[method].fn, method, method_options)  # fail at construction, not first call
-        if isinstance(baseline, bool) or not (baseline is None or isinstance(baseline, (int, float, torch.Tensor))):
-            raise TypeError(f"baseline: expected None, a number or a tensor, got {type(baseline).__name__}")
+        v.check_baseline_value(baseline)
         self.model, self.method, self.rule, self.idgi = model, method, rule, bool(idgi)
         self.progress, self.method_options = progress, method_options
+        from fastattr.engine import model_device
+
         self.device = model_device(model)
+        self.image_model = uses_conv2d(model)  # a 3-D input is then one (C, H, W) image
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward,
-                       channels_last=channels_last)
+                       channels_last=channels_last, model_dtype=model_dtype)
         self.engine = CudaGraphEngine(model, **options) if cuda_graphs else Engine(model, **options)
         self._baseline = baseline.detach() if isinstance(baseline, torch.Tensor) else baseline
-        self._baselines: dict[tuple, torch.Tensor] = {}  # input shape -> (N, C, H, W) baseline
+        self._baselines: dict[tuple, torch.Tensor] = {}  # (input shape, dtype) -> broadcast baseline
 
     def _baseline_for(self, x: torch.Tensor) -> torch.Tensor:
-        b = self._baselines.get(tuple(x.shape))
+        key = (tuple(x.shape), x.dtype)
+        b = self._baselines.get(key)
         if b is None:
             # Read-only by the MethodContext contract, so one tensor per shape serves every call.
-            b = self._baselines[tuple(x.shape)] = v.check_baseline(self._baseline, x)
+            b = self._baselines[key] = v.check_baseline(self._baseline, x)
         return b
 
     def __call__(self, x: torch.Tensor, target=None) -> Explanation:
-        """Maps for x (N, C, H, W) or one image (C, H, W) -> Explanation with (N, C, H, W) maps;
-        target None (argmax), an int or (N,) class indices."""
-        if isinstance(x, torch.Tensor) and x.dim() == 3:
+        """Maps for x (N, ...) (or one (C, H, W) image of a 2-d conv model) -> Explanation with maps
+        like x (N, ...); target None (argmax), an int or (N,) class indices."""
+        if isinstance(x, torch.Tensor) and x.dim() == 3 and self.image_model:
             x = x[None]
-        x = v.check_inputs(x).detach().to(device=self.device, dtype=torch.float32).contiguous()
+        x = v.check_inputs(x)
+        x = x.detach().to(device=self.device, dtype=self.engine.point_dtype(x.dtype)).contiguous()
         return explain_with_engine(self.engine, x, self._baseline_for(x), target, self.method, self.steps,
                                    self.rule, self.idgi, self.progress, self.method_options)
 

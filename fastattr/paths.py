@@ -31,29 +31,44 @@ def progress_bar(ctx: MethodContext, total: int, desc: str):
         bar.close()
 
 
+# Indices and targets of every point are built once when there are at most this many points (3
+# int64 per point: 96 MB); per chunk they are then views (fewer small ops per chunk matter for
+# cheap models). Beyond it they are computed per chunk, so memory never grows with the steps.
+PREBUILT_POINTS = 1 << 22
+
+
 def walk_path(ctx: MethodContext, steps: int, point: PointFn, consume: ConsumeFn, desc: str = "path") -> None:
     """Evaluate `steps` points per image, packed image-major into chunks of the engine's batch
-    size: point(i, k) builds a chunk's points, consume(i, k, y, g) receives f_c and gradients."""
+    size: point(i, k) builds a chunk's points, consume(i, k, y, g) receives f_c and gradients.
+    Chunks arrive in order and cover points 0..N*steps-1 (point p is image p // steps, step p % steps)."""
     n = ctx.inputs.shape[0]
-    # Indices and targets of every point, built once: per chunk they are views (fewer small ops
-    # per chunk matter for cheap models). 3 int64 per point: 24 MB for a million points.
-    idx = torch.arange(n * steps, device=ctx.inputs.device)
-    i_all, k_all = idx // steps, idx % steps
-    t_all = ctx.targets.index_select(0, i_all)
-    with progress_bar(ctx, n * steps, desc), ctx.engine.session():
-        for start, stop in ctx.engine.chunks(n * steps):
-            i, k = i_all[start:stop], k_all[start:stop]
-            y, g = ctx.engine.value_and_grad(point(i, k), t_all[start:stop])
+    total = n * steps
+    device = ctx.inputs.device
+    prebuilt = total <= PREBUILT_POINTS
+    if prebuilt:
+        idx = torch.arange(total, device=device)
+        i_all, k_all = idx // steps, idx % steps
+        t_all = ctx.targets.index_select(0, i_all)
+    with progress_bar(ctx, total, desc), ctx.engine.session():
+        for start, stop in ctx.engine.chunks(total):
+            if prebuilt:
+                i, k, t = i_all[start:stop], k_all[start:stop], t_all[start:stop]
+            else:
+                idx = torch.arange(start, stop, device=device)
+                i, k = idx // steps, idx % steps
+                t = ctx.targets.index_select(0, i)
+            y, g = ctx.engine.value_and_grad(point(i, k), t, images=i)
             consume(i, k, y, g)
 
 
 class RiemannSum:
-    """acc[i] += w[k] * g  for every evaluated point (i, k). w (steps,) per-step weights."""
+    """acc[i] += w[k] * g  for every evaluated point (i, k). w (steps,) per-step weights; acc in
+    like's dtype (float32, float64 for a float64 model)."""
 
     def __init__(self, like: torch.Tensor, weights: torch.Tensor):
-        self.acc = torch.zeros(like.shape[0], like[0].numel(), dtype=torch.float32, device=like.device)
+        self.acc = torch.zeros(like.shape[0], like[0].numel(), dtype=like.dtype, device=like.device)
         self.weights = weights.to(like.device, torch.float64)
-        self.start_scores = torch.full((like.shape[0],), float("nan"), device=like.device)
+        self.start_scores = torch.full((like.shape[0],), float("nan"), dtype=like.dtype, device=like.device)
 
     def __call__(self, i, k, y, g) -> None:
         path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.weights[k], i, False)
@@ -66,38 +81,140 @@ class RiemannSum:
 
 
 class IdgiSum:
-    """IDGI on a path p_0..p_m per image: acc[i] += g_k**2 (y_{k+1} - y_k) / sum(g_k**2).
+    """IDGI on a path p_0..p_m per image, a step with an all-zero gradient passing its output
+    change to the nearest step with a non-zero gradient (SPEC-style rule below).
 
-    Gradients are taken at p_0..p_{m-1}; y_m = end_scores[i] (f_c at the input end, from a
-    forward pass). Points arrive image-major in chunks, so at most one point per chunk boundary
-    waits for its successor's output (`pending`)."""
+    Gradients g_k are taken at p_0..p_{m-1}; y_k = f_c(p_k), y_m = end_scores[i] (f_c at the input
+    end, from a forward pass). Let j_1 < ... < j_r be the steps whose gradient is not all zero.
+    They split the points 0..m into spans [s_t, e_t] with s_1 = 0, e_r = m and
+    e_t = s_{t+1} = floor((j_t + j_{t+1}) / 2) + 1, and
+
+        A = sum_t  g_{j_t}**2 * (y_{e_t} - y_{s_t}) / sum(g_{j_t}**2).
+
+    That is: the output change y_{k+1} - y_k of a zero-gradient step k goes to the nearest step
+    with a non-zero gradient (|j - k| smallest, a tie to the earlier step); with no zero steps it
+    is the authors' formula. sum(A) = y_m - y_0 whenever some step has a non-zero gradient
+    (guided backward and dead ReLUs make whole steps zero); with none the map is zero and delta
+    reports the output change honestly. A step counts as non-zero when max|g| > 0. A NaN/inf
+    gradient makes its image's map NaN (the caller then names the image) instead of vanishing.
+
+    Points arrive image-major in consecutive chunks (walk_path). Memory is bounded by the chunk:
+    only the last non-zero step of the image that continues into the next chunk waits (one
+    gradient row) for the step that fixes where its span ends; y is kept per point (N*m scalars,
+    like walk_path's indices). Which chunk starts or ends mid-image is known from its position.
+    The general rule is device arithmetic on (B,) vectors with no host sync (about 40 small ops
+    per chunk); on the CPU, where reading a flag costs no queue drain, a chunk whose gradients are
+    all non-zero takes the authors' formula directly (about 15 ops, as before this rule)."""
 
     def __init__(self, like: torch.Tensor, steps: int, end_scores: torch.Tensor):
-        n = like.shape[0]
+        n, dt, dev = like.shape[0], like.dtype, like.device
         self.steps = steps
-        self.acc = torch.zeros(n, like[0].numel(), dtype=torch.float32, device=like.device)
-        self.end_scores = end_scores.float()
-        self.start_scores = torch.full((n,), float("nan"), device=like.device)
-        self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (i, y, g) of 1 point
+        self.acc = torch.zeros(n, like[0].numel(), dtype=dt, device=dev)
+        self.end_scores = end_scores.to(dt)
+        self.y = torch.empty(n * steps, dtype=dt, device=dev)  # y_k of point p = i*steps + k
+        self.grad_bad = torch.zeros(n, dtype=dt, device=dev)  # 0, or NaN: a non-finite gradient
+        self.seen = 0  # points consumed so far
+        # The held step: the last non-zero step of the image continuing into the next chunk.
+        self.held_g = torch.zeros(1, like[0].numel(), dtype=dt, device=dev)
+        self.held_k = torch.full((1,), -1, dtype=torch.long, device=dev)  # its step, -1: none yet
+        self.held_start = torch.zeros(1, dtype=dt, device=dev)  # y at the start of its span
+        self.held_host_k: int | None = None  # held_k when known on the host (after a fast chunk)
+        self.fast = dev.type == "cpu"
 
     def __call__(self, i, k, y, g) -> None:
-        g = g.reshape(g.shape[0], -1)
-        first = k == 0
-        if first.any():
-            self.start_scores[i[first]] = y[first]
-        if self.pending is not None:  # its successor is this chunk's first point
-            pi, py, pg = self.pending
-            path_accumulate_(self.acc, pg, y[:1] - py, pi, True)
-            self.pending = None
-        last = k == self.steps - 1
-        next_y = torch.empty_like(y)
-        next_y[last] = self.end_scores[i[last]]
-        next_y[:-1] = torch.where(last[:-1], next_y[:-1], y[1:])
-        if not last[-1]:  # successor is in the next chunk
-            self.pending = (i[-1:], y[-1:], g[-1:].clone())
-            i, y, g, next_y = i[:-1], y[:-1], g[:-1], next_y[:-1]
-        path_accumulate_(self.acc, g, next_y - y, i, True)
+        b, m = y.shape[0], self.steps
+        g = g.reshape(b, -1)
+        start, stop = self.seen, self.seen + b
+        self.seen = stop
+        self.y[start:stop] = y
+        amax = g.abs().amax(1)  # (B,): > 0 marks a non-zero gradient; NaN/inf propagate
+        self.grad_bad.index_add_(0, i, amax * 0)  # 0, or NaN where amax is NaN/inf
+        nz = amax > 0
+        first_k, last_k = start % m, (stop - 1) % m
+        continues_in = first_k > 0  # the first image started in an earlier chunk
+        continues_out = last_k < m - 1  # the last image goes on in the next chunk
+        if self.fast and (not continues_in or self.held_host_k == first_k - 1) and bool(nz.all()):
+            self._all_nonzero(i, y, g, start, first_k, continues_in, continues_out)
+        else:
+            self._general(i, k, y, g, nz, start, first_k, last_k, continues_in, continues_out)
+
+    def _all_nonzero(self, i, y, g, start, first_k, continues_in, continues_out) -> None:
+        """Every step of the chunk (and the held one, just before it) has a non-zero gradient:
+        each step's span is [k, k+1], the authors' y_{k+1} - y_k."""
+        b, m = y.shape[0], self.steps
+        next_y = torch.cat([y[1:], y[:1]])
+        first_end = m - 1 - first_k  # position of the chunk's first last-step
+        if first_end < b:  # y_m = f_c(x) after every image's last step
+            img = (start + first_end) // m
+            count = len(range(first_end, b, m))
+            next_y[first_end::m] = self.end_scores[img:img + count]
+        coef = next_y - y
+        if continues_in:
+            path_accumulate_(self.acc, self.held_g, y[:1] - self.held_start, i[:1], True)
+        if continues_out:
+            coef[-1] = 0  # its span ends in the next chunk: held
+            self.held_g = g[-1:].clone()
+            self.held_start = y[-1:].clone()
+            self.held_k.fill_((start + b - 1) % m)
+            self.held_host_k = (start + b - 1) % m
+        else:
+            self.held_k.fill_(-1)
+            self.held_host_k = None
+        path_accumulate_(self.acc, g, coef, i, True)
+
+    def _general(self, i, k, y, g, nz, start, first_k, last_k, continues_in, continues_out) -> None:
+        """The rule of the class docstring for any chunk, without a host sync."""
+        b, m = y.shape[0], self.steps
+        first_img, last_img = start // m, (start + b - 1) // m
+        pos = torch.arange(b, device=y.device)
+        to_end = m - 1 - k
+        run_start = (pos - k).clamp_min(0)  # first position of the point's image in this chunk
+        run_end = (pos + to_end).clamp_max(b - 1)
+        completes = pos + to_end <= b - 1  # the image's last step is in this chunk
+        # Nearest non-zero step before (prv) and after (nxt) each position, within the chunk.
+        prev_incl = torch.where(nz, pos, -1).cummax(0).values
+        next_incl = torch.where(nz, pos, b).flip(0).cummin(0).values.flip(0)
+        prv = torch.cat([prev_incl.new_full((1,), -1), prev_incl[:-1]])
+        nxt = torch.cat([next_incl[1:], next_incl.new_full((1,), b)])
+        has_prev = prv >= run_start
+        has_next = nxt <= run_end
+        k_prev = torch.where(has_prev, k[prv.clamp_min(0)], -1)
+        if continues_in:  # before the chunk: the held step of the continuing image
+            k_prev = torch.where(~has_prev & (pos < k), self.held_k, k_prev)
+        base = i * m
+        y_start = self.y[base + torch.where(k_prev >= 0, (k_prev + k) // 2 + 1, 0)]
+        k_next = k[nxt.clamp_max(b - 1)]
+        y_next = self.y[base + ((k + k_next) // 2 + 1).clamp_max(m - 1)]
+        y_end = torch.where(has_next, y_next, self.end_scores[i])
+        coef = torch.where(nz & (has_next | completes), y_end - y_start, 0)
+        if continues_in:  # the held step's span ends at this chunk's first non-zero step or at p_m
+            c = next_incl[:1]
+            found = c <= min(m - 1 - first_k, b - 1)
+            e = ((self.held_k + k[c.clamp_max(b - 1)]) // 2 + 1).clamp(0, m - 1)
+            h_end = torch.where(found, self.y[first_img * m + e], self.end_scores[first_img])
+            done = (self.held_k >= 0) & (found | (m - 1 - first_k <= b - 1))
+            path_accumulate_(self.acc, self.held_g, torch.where(done, h_end - self.held_start, 0),
+                             i[:1], True)
+        path_accumulate_(self.acc, g, coef, i, True)
+        self.held_host_k = None
+        if continues_out:  # hold the last non-zero step of the last image (its span is open)
+            q = prev_incl[b - 1:]
+            found = q >= max(b - 1 - last_k, 0)
+            qc = q.clamp_min(0)
+            keep = continues_in and first_img == last_img  # same image: an older held step stays
+            old_k = self.held_k if keep else torch.full_like(self.held_k, -1)
+            self.held_k = torch.where(found, k[qc], old_k)
+            self.held_start = torch.where(found, y_start[qc], self.held_start)
+            self.held_g = torch.where(found[:, None], g.index_select(0, qc), self.held_g)
+        else:
+            self.held_k = torch.full_like(self.held_k, -1)
+
+    @property
+    def start_scores(self) -> torch.Tensor:
+        """f_c at p_0 per image (N,)."""
+        return self.y[:: self.steps]
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
-        assert self.pending is None, "IDGI path ended with a point waiting for its successor"
+        assert self.seen == self.acc.shape[0] * self.steps, "IDGI path ended before its last step"
+        self.acc.add_(self.grad_bad[:, None])  # + 0, or NaN for an image with a non-finite gradient
         return self.acc.view_as(like)

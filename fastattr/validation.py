@@ -2,82 +2,125 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
-import warnings
 
 import torch
 from torch import nn
 
 
+# Path points per image: each costs one forward+backward, and walk_path keeps 3 int64 per point.
+# 10**6 is 1000x captum's default and already hours per image on a real model; beyond it a typo
+# (steps=10**12) would ask for terabytes instead of failing here.
+MAX_STEPS = 10**6
+
+
 def check_model(model) -> None:
+    """model must be an nn.Module (training mode is handled by the engine: explained in eval
+    mode, restored afterwards)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        warnings.warn(
-            "model: is in training mode (dropout/batch-norm make gradients random and batch-dependent); "
-            "call model.eval() first", UserWarning, stacklevel=3)
 
 
 def check_inputs(inputs) -> torch.Tensor:
-    """inputs must be a finite floating (N, C, H, W) tensor."""
+    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features."""
     if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs: expected a torch.Tensor (N, C, H, W), got {type(inputs).__name__}")
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs: expected a 4-D tensor (N, C, H, W), got shape {tuple(inputs.shape)}")
+        raise TypeError(f"inputs: expected a torch.Tensor (N, ...), got {type(inputs).__name__}")
+    if inputs.dim() < 2:
+        raise ValueError(f"inputs: expected a tensor (N, ...) of rank >= 2 (a batch axis, then the features: "
+                         f"(N, D), (N, C, L), (N, C, H, W), ...), got shape {tuple(inputs.shape)}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}")
     if inputs.shape[0] == 0:
         raise ValueError("inputs: the batch is empty (N = 0)")
+    if inputs[0].numel() == 0:
+        raise ValueError(f"inputs: has no features, shape {tuple(inputs.shape)}")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs: contains NaN or inf")
     return inputs
 
 
-def check_baseline(baseline, inputs: torch.Tensor) -> torch.Tensor:
-    """None (zeros), a number, or a tensor broadcastable to inputs -> (N, C, H, W) float32."""
+def check_baseline_value(baseline) -> None:
+    """None, a finite real number or a finite real tensor (its shape is checked against inputs
+    later); errors name `baseline`."""
     if baseline is None:
-        return torch.zeros_like(inputs)
+        return
     if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
-        return torch.full_like(inputs, float(baseline))
+        if not math.isfinite(float(baseline)):
+            raise ValueError(f"baseline: must be finite, got {baseline}")
+        return
+    if isinstance(baseline, numbers.Complex) and not isinstance(baseline, bool):
+        raise TypeError(f"baseline: must be real, got the complex number {baseline}")
     if not isinstance(baseline, torch.Tensor):
         raise TypeError(f"baseline: expected None, a number or a tensor, got {type(baseline).__name__}")
+    if baseline.is_complex() or baseline.dtype == torch.bool:
+        raise TypeError(f"baseline: expected a real-valued tensor, got {baseline.dtype}")
+    if not torch.isfinite(baseline).all():
+        raise ValueError("baseline: contains NaN or inf")
+
+
+def check_baseline(baseline, inputs: torch.Tensor) -> torch.Tensor:
+    """None (zeros), a finite real number, or a finite real tensor broadcastable to inputs -> like
+    inputs (its dtype and shape)."""
+    check_baseline_value(baseline)
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    if not isinstance(baseline, torch.Tensor):
+        return torch.full_like(inputs, float(baseline))
     try:
         out = torch.broadcast_to(baseline.to(inputs.device, inputs.dtype), inputs.shape)
     except RuntimeError:
         raise ValueError(f"baseline: shape {tuple(baseline.shape)} does not broadcast to inputs "
                          f"{tuple(inputs.shape)}") from None
-    if not torch.isfinite(out).all():
-        raise ValueError("baseline: contains NaN or inf")
+    if not torch.isfinite(out).all():  # a float64 baseline beyond float32's range
+        raise ValueError("baseline: contains NaN or inf (in the points' dtype)")
     return out.contiguous()
 
 
 def check_target(target, n: int, num_classes: int, device) -> torch.Tensor | None:
-    """None (argmax, resolved later), an int, or an (N,) integer tensor/sequence -> (N,) int64."""
+    """None (argmax, resolved later), an int, or (N,) integer class indices (tensor, array,
+    sequence; one index is broadcast) -> (N,) int64 in [0, num_classes)."""
     if target is None:
         return None
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        t = torch.full((n,), int(target), dtype=torch.long)
-    else:
+    if isinstance(target, bool) or isinstance(target, (str, bytes)):
+        raise TypeError(f"target: expected None, an int or (N,) integer class indices, got {target!r}")
+    if isinstance(target, numbers.Integral):
+        if not 0 <= int(target) < num_classes:  # Python ints: no overflow for 2**70
+            raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {int(target)}")
+        return torch.full((n,), int(target), dtype=torch.long, device=device)
+    if isinstance(target, numbers.Number):
+        raise TypeError(f"target: expected integer class indices, got {type(target).__name__} {target!r}")
+    try:
         t = torch.as_tensor(target)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"target: expected integer class indices, got {t.dtype}")
-        t = t.reshape(-1).long()
-        if t.numel() == 1 and n > 1:
-            t = t.expand(n)
-        if t.numel() != n:
-            raise ValueError(f"target: expected {n} class indices (one per image), got {t.numel()}")
+    except OverflowError:
+        raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {target!r}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        if "overflow" in str(exc).lower():
+            raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {target!r}") from None
+        raise TypeError(f"target: expected None, an int or (N,) integer class indices, got "
+                        f"{type(target).__name__}") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"target: expected integer class indices, got {t.dtype}")
+    t = t.reshape(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"target: expected {n} class indices (one per image), got {t.numel()}")
     if (t < 0).any() or (t >= num_classes).any():
         raise ValueError(f"target: class indices must lie in [0, {num_classes}), got {t.tolist()}")
-    return t.to(device)
+    return t.long().to(device)
 
 
-def check_positive_int(value, name: str, *, allow_none: bool = True) -> int | None:
+def check_positive_int(value, name: str, *, allow_none: bool = True, maximum: int | None = None) -> int | None:
+    """None (when allowed) or an integer >= 1 (and <= maximum); errors name the parameter."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name}: must be >= 1, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: must be <= {maximum}, got {value}")
     return int(value)
 
 

@@ -39,7 +39,10 @@ def errors(model, x, **kw) -> tuple[torch.Tensor, torch.Tensor]:
                          ids=["vanilla", "ig", "idgi", "blur_ig"])
 def test_small_cnn_channels_last_error_is_rounding(small_cnn, small_images, kw):
     nchw, cl = errors(small_cnn, small_images, **kw)
-    assert torch.all(nchw < 1e-5) and torch.all(cl < 1e-5), (nchw, cl)
+    # The reference is float64 end to end (the engine runs a float64 model's softmax in float64
+    # too), so this is the float32 maps' own error: up to 2.3e-4 of the max (measured; softmax
+    # gradients cancel at p_c near 1), not the 1e-6 of the float32-softmax reference used before.
+    assert torch.all(nchw < 1e-3) and torch.all(cl < 1e-3), (nchw, cl)
     assert torch.all(cl <= 4 * nchw + 1e-6), (nchw, cl)
 
 

@@ -13,15 +13,25 @@ TARGETS = torch.tensor([1, 4, 6, 9])
 
 def idgi_oracle(gradients, predictions, zero_safe=False):
     """The IDGI authors' function: lists of equal length N, loop i = 0..N-2, left-point gradient.
-    zero_safe: an all-zero gradient step adds nothing (fastattr's choice; the authors get 0/0)."""
+    zero_safe: fastattr's rule for all-zero gradient steps (the authors get 0/0): the step's output
+    change d goes to the nearest step with a non-zero gradient (a tie to the earlier one)."""
     assert len(gradients) == len(predictions)
     result = np.zeros_like(gradients[0])
-    for i in range(len(gradients) - 1):
-        d = predictions[i + 1] - predictions[i]
+    m = len(gradients) - 1
+    d = [predictions[i + 1] - predictions[i] for i in range(m)]
+    if zero_safe:
+        nonzero = [i for i in range(m) if np.any(gradients[i] != 0)]
+        moved = [0.0] * m
+        for i in range(m):
+            if nonzero and i not in nonzero:
+                j = min(nonzero, key=lambda j: (abs(j - i), j))  # nearest; a tie to the earlier
+                moved[j] += d[i]
+        d = [d[i] + moved[i] if i in nonzero else 0.0 for i in range(m)]
+    for i in range(m):
         element_product = gradients[i] ** 2
         if zero_safe and np.sum(element_product) == 0:
             continue
-        result += element_product * d / np.sum(element_product)
+        result += element_product * d[i] / np.sum(element_product)
     return result
 
 
@@ -120,7 +130,8 @@ class ThresholdNet(nn.Module):
 
 @pytest.mark.parametrize("output", ["probability", "logit"])
 def test_idgi_all_zero_gradient_steps_give_no_nan(small_images, output):
-    """Early path points (a x < 0.5 everywhere) have g = 0: the authors divide 0 by 0; we add 0."""
+    """Early path points (a x < 0.5 everywhere) have g = 0: the authors divide 0 by 0; we pass
+    their output change to the nearest non-zero step (zero here: f is flat there), no NaN."""
     model = ThresholdNet().eval()
     target = torch.zeros(4, dtype=torch.long)
     steps = 8

@@ -7,17 +7,21 @@ import fastattr
 
 
 class VectorOut(nn.Module):
-    """Returns (N,) instead of (N, K)."""
+    """Returns (N,): one score (K = 1)."""
 
     def forward(self, x):
         return x.flatten(1).sum(1)
 
 
-class TupleOut(nn.Module):
-    """Returns a tuple (logits, features)."""
+class Returns(nn.Module):
+    """Returns make(x): outputs no output form can read."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
 
     def forward(self, x):
-        return x.flatten(1)[:, :5], x
+        return self.make(x)
 
 
 def call(model, x, **kw):
@@ -25,8 +29,10 @@ def call(model, x, **kw):
 
 
 @pytest.mark.parametrize("inputs,exc,match", [
-    (torch.rand(3, 16, 16), ValueError, r"^inputs: .*4-D"),
-    (torch.rand(1, 2, 3, 16, 16), ValueError, r"^inputs: .*4-D"),
+    (torch.rand(16), ValueError, r"^inputs: .*rank >= 2.*\(16,\)"),
+    (torch.tensor(0.5), ValueError, r"^inputs: .*rank >= 2"),
+    (torch.rand(4, 0), ValueError, r"^inputs: .*no features"),
+    (torch.rand(2, 3, 4, 4, dtype=torch.complex64), TypeError, r"^inputs: .*floating"),
     (torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8), TypeError, r"^inputs: .*floating"),
     ([[1.0]], TypeError, r"^inputs: "),
     (torch.rand(0, 3, 16, 16), ValueError, r"^inputs: .*empty"),
@@ -95,11 +101,36 @@ def test_unknown_method_option_names_option_and_method(small_cnn, small_images):
         fastattr.attribute(small_cnn, small_images, method="vanilla", foo=1)
 
 
-@pytest.mark.parametrize("model,match", [(VectorOut().eval(), r"^model: .*\(N, K\).*\(4,\)"),
-                                         (TupleOut().eval(), r"^model: .*\(N, K\).*tuple")])
-def test_model_output_not_n_by_k(small_images, model, match):
+def test_single_score_with_probability_names_output(small_images):
+    """(N,) scores are K = 1: softmax of one column is constant, so 'probability' is refused."""
+    with pytest.raises(ValueError, match=r"^output: 'probability'.*K = 1.*'logit'.*'sigmoid'"):
+        call(VectorOut().eval(), small_images)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda x: {"features": x}, r"^output: the model returned a dict with keys \['features'\]"),
+    (lambda x: x, r"^output: the model returned a torch.float32 tensor of shape \(4, 3, 16, 16\) for 4 points"),
+    (lambda x: x.flatten(1)[:1], r"^output: .*shape \(1, 768\) for 4 points"),
+    (lambda x: x.flatten(1).argmax(1, keepdim=True), r"^output: .*torch.int64.*floating"),
+    (lambda x: "cat", r"^output: the model returned a str"),
+    (lambda x: (), r"^output: the model returned a tuple of 0"),
+], ids=["dict", "4-D", "batch", "int", "str", "empty-tuple"])
+def test_unreadable_model_output_names_output(small_images, make, match):
     with pytest.raises(ValueError, match=match):
-        call(model, small_images)
+        call(Returns(make).eval(), small_images, output="logit")
+
+
+@pytest.mark.parametrize("output,exc,match", [
+    (lambda raw: raw.flatten(1).sum(1).tolist(), ValueError, r"^output: the output callable returned a list"),
+    (lambda raw: raw[:, :, :, 0], ValueError, r"^output: the output callable returned .*\(4, 3, 2\) for 4 points"),
+    (3, TypeError, r"^output: expected one of"),
+])
+def test_bad_output_callable_or_type(small_images, output, exc, match):
+    model = Returns(lambda x: x[:, :, :2, :2] * 2).eval()  # a 4-D raw output: a callable must reduce it
+    with pytest.raises(exc, match=match):
+        call(model, small_images, output=output)
+    ok = fastattr.explain(model, small_images, 1, steps=2, output=lambda raw: raw.flatten(1))
+    assert ok.attributions.abs().max() > 0
 
 
 def test_model_not_a_module(small_images):
@@ -109,9 +140,9 @@ def test_model_not_a_module(small_images):
 
 def test_training_mode_warns(small_cnn, small_images):
     small_cnn.train()
-    with pytest.warns(UserWarning, match=r"^model: .*training mode"):
+    with pytest.warns(UserWarning, match=r"^model: .*training mode.*eval mode"):
         call(small_cnn, small_images)
-    assert small_cnn.training  # the call warns; it does not switch the caller's model
+    assert small_cnn.training  # explained in eval mode, the caller's flag restored
 
 
 def test_valid_variants_are_accepted(small_cnn, small_images):

@@ -11,11 +11,12 @@ from fastattr.engine import Engine
 
 @dataclass
 class MethodContext:
-    """Validated inputs of one call. Tensors are on the model's device, float32, detached."""
+    """Validated inputs of one call. Tensors are on the model's device, detached, in the points'
+    dtype (float32; float64 for a float64 model: engine.point_dtype)."""
 
     engine: Engine
-    inputs: torch.Tensor  # (N, C, H, W)
-    baseline: torch.Tensor  # (N, C, H, W), broadcast
+    inputs: torch.Tensor  # (N, ...) any rank >= 2; (N, C, H, W) for methods registered images=True
+    baseline: torch.Tensor  # like inputs, broadcast (zeros for methods without a baseline)
     targets: torch.Tensor  # (N,) int64
     scores: torch.Tensor  # (N,) f_c(inputs)
     steps: int | None  # None: the method's default
@@ -28,12 +29,14 @@ class MethodContext:
 class MethodResult:
     """A method's answer: the map, f_c at the path start, and method-specific extras."""
 
-    attributions: torch.Tensor  # (N, C, H, W) float32
+    attributions: torch.Tensor  # like inputs, the points' dtype
     baseline_scores: torch.Tensor  # (N,)
     extras: dict = field(default_factory=dict)
+    # (N,) bool or None: images whose path has zero length (start == input, e.g. every blur of a
+    # black image is black). Their map is exactly zero and f_c at the start is f_c(x).
+    still: torch.Tensor | None = None
 
 
-# name -> (function, supports_idgi, supports_rule)
 METHODS: dict[str, "MethodSpec"] = {}
 
 
@@ -43,13 +46,16 @@ class MethodSpec:
     path: bool  # a path method: idgi=True applies
     rules: bool  # honours rule= (IG only)
     default_steps: int | None
+    baseline: bool = False  # takes baseline= (its path starts there); others refuse baseline=
+    images: bool = False  # needs (N, C, H, W) inputs (spatial axes); others take any rank >= 2
 
 
-def register_method(name: str, *, path: bool, rules: bool = False, default_steps: int | None = None):
+def register_method(name: str, *, path: bool, rules: bool = False, default_steps: int | None = None,
+                    baseline: bool = False, images: bool = False):
     """Decorator: make `method=name` call fn(ctx, **method_options) -> MethodResult."""
 
     def deco(fn):
-        METHODS[name] = MethodSpec(fn, path, rules, default_steps)
+        METHODS[name] = MethodSpec(fn, path, rules, default_steps, baseline, images)
         return fn
 
     return deco

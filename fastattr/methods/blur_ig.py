@@ -30,22 +30,23 @@ def blur_sigmas(max_sigma: float, steps: int, sqrt: bool) -> torch.Tensor:
 
 
 def finite_difference_blurs(x64: torch.Tensor, sigma: torch.Tensor, index: torch.Tensor,
-                            grad_step: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PAIR's step: blur(x, s) and (blur(x, s + h) - blur(x, s)) / h as float32, for pairs
-    (x64[index[p]], sigma[p]). x64 (N, C, H, W) float64 -> two (P, C, H, W) float32."""
+                            grad_step: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """PAIR's step: blur(x, s) and (blur(x, s + h) - blur(x, s)) / h in `dtype`, for pairs
+    (x64[index[p]], sigma[p]). x64 (N, C, H, W) float64 -> two (P, C, H, W) of `dtype`."""
     # PAIR subtracts float32 blurs that scipy computed in float64. Dividing by h = 0.01 amplifies
     # float32 accumulation error 100x (measured at 224 px: 3% of |d| at some pixels, 9% of the
     # map's max off PAIR), so blur in float64, round to float32, then subtract like PAIR.
-    both = gaussian_blur(x64, torch.cat([sigma, sigma + grad_step]), torch.cat([index, index])).float()
+    both = gaussian_blur(x64, torch.cat([sigma, sigma + grad_step]), torch.cat([index, index])).to(dtype)
     blurred, shifted = both[: len(index)], both[len(index):]
     return blurred, (shifted - blurred) / grad_step
 
 
-@register_method("blur_ig", path=True, default_steps=100)
+@register_method("blur_ig", path=True, images=True, default_steps=100)
 def blur_integrated_gradients(ctx: MethodContext, max_sigma=50.0, grad_step=0.01, sqrt=False,
                               derivative="finite") -> MethodResult:
     """Blur IG map (N, C, H, W): -sum_i (sigma_{i+1}-sigma_i) * d blur(x, sigma_i)/d sigma * g(blur(x, sigma_i));
-    with ctx.idgi, IDGI on the points blur(x, sigma_steps), ..., blur(x, sigma_1), x."""
+    with ctx.idgi, IDGI on the points blur(x, sigma_steps), ..., blur(x, sigma_1), x. A black
+    image (every blur of it is black: a path of zero length) gets an exactly zero map."""
     max_sigma = _positive_float(max_sigma, "max_sigma")
     grad_step = _positive_float(grad_step, "grad_step")
     if not isinstance(sqrt, bool):
@@ -59,6 +60,7 @@ def blur_integrated_gradients(ctx: MethodContext, max_sigma=50.0, grad_step=0.01
     sigmas = blur_sigmas(max_sigma, steps, sqrt)
     sig_dev = sigmas.to(x.device)
     extras = {"path_end_sigma": float(sigmas[-1]), "derivative": None if ctx.idgi else derivative}
+    still = ~x.flatten(1).any(1)
 
     if ctx.idgi:
         # Path from the most blurred point to the input: p_j = blur(x, sigma_{steps-j}), p_steps = x.
@@ -67,7 +69,7 @@ def blur_integrated_gradients(ctx: MethodContext, max_sigma=50.0, grad_step=0.01
 
         acc = IdgiSum(x, steps, ctx.scores)
         walk_path(ctx, steps, point, acc, desc="IDGI-BlurIG")
-        return MethodResult(acc.result(x).clone(), acc.start_scores, extras)
+        return MethodResult(acc.result(x).clone(), acc.start_scores, extras, still)
 
     # Points are made chunk by chunk; point() leaves the chunk's d blur / d sigma for consume().
     held: dict[str, torch.Tensor] = {}
@@ -77,7 +79,7 @@ def blur_integrated_gradients(ctx: MethodContext, max_sigma=50.0, grad_step=0.01
         if derivative == "exact":
             blurred, held["d"] = gaussian_blur(x, sig_dev[k], i, derivative=True)
         else:
-            blurred, held["d"] = finite_difference_blurs(x64, sig_dev[k], i, grad_step)
+            blurred, held["d"] = finite_difference_blurs(x64, sig_dev[k], i, grad_step, x.dtype)
         return blurred
 
     acc = RiemannSum(x, sigmas[1:] - sigmas[:-1])
@@ -86,5 +88,6 @@ def blur_integrated_gradients(ctx: MethodContext, max_sigma=50.0, grad_step=0.01
         acc(i, k, y, held.pop("d") * g)
 
     walk_path(ctx, steps, point, consume, desc="BlurIG")
-    baseline_scores = ctx.engine.value(gaussian_blur(x, sigmas[-1:]), ctx.targets)
-    return MethodResult(-acc.result(x), baseline_scores, extras)
+    images = torch.arange(x.shape[0], device=x.device)
+    baseline_scores = ctx.engine.value(gaussian_blur(x, sigmas[-1:]), ctx.targets, images=images)
+    return MethodResult(-acc.result(x), baseline_scores, extras, still)

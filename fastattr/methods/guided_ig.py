@@ -17,24 +17,17 @@ EPSILON = 1e-9
 DTYPES = (torch.float32, torch.float64)
 
 
-def check_options(fraction, max_dist, dtype) -> tuple[float, float, torch.dtype]:
-    """fraction and max_dist in [0, 1], dtype float32 or float64; errors name the option."""
+def check_options(fraction, max_dist, dtype) -> tuple[float, float, torch.dtype | None]:
+    """fraction and max_dist in [0, 1], dtype None (the points' dtype), float32 or float64; errors
+    name the option."""
     for name, value in (("fraction", fraction), ("max_dist", max_dist)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: expected a number in [0, 1], got {type(value).__name__}")
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{name}: must lie in [0, 1], got {value}")
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype: the path arithmetic runs in torch.float32 or torch.float64, got {dtype!r}")
     return float(fraction), float(max_dist), dtype
-
-
-def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    """Floating dtype of the model's first floating parameter or buffer (float32 if none)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
 
 
 def quantile_lower(values: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -120,13 +113,55 @@ class GuidedPath:
         self.v = v
 
 
-@register_method("guided_ig", path=True, default_steps=200)
+class IdgiCarry:
+    """IDGI over N Guided IG paths advancing in lockstep (one step for every row at a time), with
+    IdgiSum's rule (fastattr.paths.IdgiSum): the output change of a step whose gradient is all
+    zero goes to the nearest step with a non-zero gradient (a tie to the earlier one), so that
+    sum(A) = f_c(x) - f_c(p_0) whenever some step has a non-zero gradient. Per row it holds the
+    last non-zero step's gradient until the next non-zero step (or x) fixes where its span ends:
+    N x D, as many as one step's gradients."""
+
+    def __init__(self, like: torch.Tensor, steps: int, score_dtype: torch.dtype):
+        m = like.shape[0]
+        self.acc = torch.zeros_like(like)
+        self.rows = torch.arange(m, device=like.device)
+        self.ys = torch.empty(steps, m, dtype=score_dtype, device=like.device)  # y at p_0..p_{S-1}
+        self.held_g = torch.zeros_like(like)
+        self.held_k = torch.full((m,), -1, dtype=torch.long, device=like.device)
+        self.held_start = torch.zeros(m, dtype=score_dtype, device=like.device)  # y at its span's start
+        self.grad_bad = torch.zeros(m, dtype=torch.float64, device=like.device)
+
+    def step(self, s: int, y: torch.Tensor, grad: torch.Tensor) -> None:
+        """The gradients (N, D) and f_c (N,) at step s's points."""
+        self.ys[s] = y
+        amax = grad.abs().amax(1)
+        self.grad_bad += (amax - amax).double()  # 0, or NaN for a non-finite gradient
+        nz = amax > 0
+        # The span boundary between the held step and s: floor((held + s) / 2) + 1 (0: no held step).
+        boundary = torch.where(self.held_k >= 0, (self.held_k + s) // 2 + 1, 0)
+        y_b = self.ys.gather(0, boundary[None])[0]
+        close = nz & (self.held_k >= 0)
+        path_accumulate_(self.acc, self.held_g, torch.where(close, y_b - self.held_start, 0), self.rows, True)
+        self.held_start = torch.where(nz, y_b, self.held_start)
+        self.held_g = torch.where(nz[:, None], grad, self.held_g)
+        self.held_k = torch.where(nz, s, self.held_k)
+
+    def result(self, end_scores: torch.Tensor) -> torch.Tensor:
+        """The map (N, D), the last held span ending at x (f_c = end_scores (N,))."""
+        coef = torch.where(self.held_k >= 0, end_scores.to(self.held_start.dtype) - self.held_start, 0)
+        path_accumulate_(self.acc, self.held_g, coef, self.rows, True)
+        return self.acc.add_(self.grad_bad.to(self.acc.dtype)[:, None])
+
+
+@register_method("guided_ig", path=True, baseline=True, default_steps=200)
 def guided_ig(ctx: MethodContext, fraction: float = 0.25, max_dist: float = 0.02,
-              dtype: torch.dtype = torch.float32) -> MethodResult:
-    """Guided IG map (N, C, H, W); with ctx.idgi the IDGI sum over the GIG path points plus x."""
+              dtype: torch.dtype | None = None) -> MethodResult:
+    """Guided IG map (N, ...); with ctx.idgi the IDGI sum over the GIG path points plus x. dtype:
+    the path arithmetic (None: the points' dtype, float64 for a float64 model)."""
     fraction, max_dist, dtype = check_options(fraction, max_dist, dtype)
     engine, steps = ctx.engine, ctx.steps
     shape = ctx.inputs.shape
+    dtype = dtype or ctx.inputs.dtype
     x = ctx.inputs.to(dtype).flatten(1)
     b = ctx.baseline.to(dtype).flatten(1)
     attributions = torch.zeros_like(x)
@@ -140,32 +175,24 @@ def guided_ig(ctx: MethodContext, fraction: float = 0.25, max_dist: float = 0.02
         return MethodResult(attributions.view(shape), baseline_scores, extras)
     path = GuidedPath(x[active], b[active], steps, fraction, max_dist, keep_map=not ctx.idgi)
     targets = ctx.targets[active]
-    point_dtype = model_dtype(engine.model)
-    idgi_acc = torch.zeros_like(path.x) if ctx.idgi else None
-    rows = torch.arange(m, device=x.device)
-    prev = None  # (y, g) of the previous step: IDGI pairs g_k with y_{k+1} - y_k
+    point_dtype = ctx.inputs.dtype  # the engine casts to the model's dtype at the call
+    idgi = IdgiCarry(path.x, steps, ctx.scores.dtype) if ctx.idgi else None
     grad = torch.empty_like(path.x)
-    y = torch.empty(m, device=x.device)
+    y = torch.empty(m, dtype=ctx.scores.dtype, device=x.device)
     with progress_bar(ctx, m * steps, "Guided IG"), engine.session():
         for s in range(steps):
             # One engine call per step for all active images (chunked at the engine's batch size).
             for start, stop in engine.chunks(m):
                 pts = path.v[start:stop].view(stop - start, *shape[1:]).to(point_dtype)
-                yc, gc = engine.value_and_grad(pts, targets[start:stop])
+                yc, gc = engine.value_and_grad(pts, targets[start:stop], images=active[start:stop])
                 y[start:stop] = yc
                 grad[start:stop] = gc.reshape(stop - start, -1)
             if s == 0:
                 baseline_scores[active] = y
-            if idgi_acc is not None:
-                if prev is not None:
-                    path_accumulate_(idgi_acc, prev[1], y - prev[0], rows, True)
-                prev = (y.clone(), grad.clone())
-            if s < steps - 1 or idgi_acc is None:  # the last move's end point is x: IDGI needs no move
+            if idgi is not None:
+                idgi.step(s, y, grad)
+            if s < steps - 1 or idgi is None:  # the last move's end point is x: IDGI needs no move
                 path.step(s, grad)
-    if idgi_acc is not None:
-        path_accumulate_(idgi_acc, prev[1], ctx.scores[active].to(prev[0].dtype) - prev[0], rows, True)
-        attributions[active] = idgi_acc
-    else:
-        attributions[active] = path.attr
+    attributions[active] = idgi.result(ctx.scores[active]) if idgi is not None else path.attr
     extras["inner_iterations"] = path.iterations
     return MethodResult(attributions.view(shape), baseline_scores, extras)

@@ -32,31 +32,33 @@ def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float64: bool = False):
-    """point(i, k) = b_i + a_k (x_i - b_i) as float32 (B, C, H, W). float64=False: captum's float32
-    arithmetic; True: PAIR's numpy arithmetic (float64, rounded once to float32)."""
+    """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...). float64=False: captum's arithmetic
+    in the points' dtype (float32, float64 for a float64 model); True: PAIR's numpy arithmetic
+    (float64, rounded once to the points' dtype)."""
     diff = x - b
+    col = (-1,) + (1,) * (x.dim() - 1)  # a_k broadcast over the feature axes of any rank
     if float64:
         # Models with ReLU6/hard-swish kinks can change a gradient by percents when a point moves
         # by one float32 ulp, so rule="pair" reproduces PAIR's rounding, not just its formula.
         a64, b64, d64 = alphas.to(x.device, torch.float64), b.double(), diff.double()
 
         def point64(i, k):
-            return (b64.index_select(0, i) + a64[k].view(-1, 1, 1, 1) * d64.index_select(0, i)).float()
+            return (b64.index_select(0, i) + a64[k].view(col) * d64.index_select(0, i)).to(x.dtype)
 
         return point64
-    a32 = alphas.to(x.device, torch.float32)
+    a = alphas.to(x.device, x.dtype)
     if x.shape[0] == 1:  # one image: broadcast instead of gathering rows (per-chunk overhead)
-        return lambda i, k: torch.addcmul(b, a32[k].view(-1, 1, 1, 1), diff)
+        return lambda i, k: torch.addcmul(b, a[k].view(col), diff)
 
     def point(i, k):
-        return torch.addcmul(b.index_select(0, i), a32[k].view(-1, 1, 1, 1), diff.index_select(0, i))
+        return torch.addcmul(b.index_select(0, i), a[k].view(col), diff.index_select(0, i))
 
     return point
 
 
-@register_method("ig", path=True, rules=True, default_steps=32)
+@register_method("ig", path=True, rules=True, baseline=True, default_steps=32)
 def integrated_gradients(ctx: MethodContext) -> MethodResult:
-    """IG map (N, C, H, W): (x - b) * sum_k w_k g(b + a_k (x - b)); with ctx.idgi the IDGI sum."""
+    """IG map (N, ...): (x - b) * sum_k w_k g(b + a_k (x - b)); with ctx.idgi the IDGI sum."""
     x, b = ctx.inputs, ctx.baseline
     alphas, weights = rule_points(ctx.rule, ctx.steps)
     engine = ctx.engine
@@ -78,18 +80,19 @@ def integrated_gradients(ctx: MethodContext) -> MethodResult:
     if ctx.idgi or alphas[0] == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores
     else:
-        baseline_scores = engine.value(b, ctx.targets)
+        baseline_scores = engine.value(b, ctx.targets, images=torch.arange(x.shape[0], device=x.device))
     return MethodResult(attributions, baseline_scores, {"path_start": float(alphas[0])})
 
 
 @register_method("vanilla", path=False)
 def vanilla_gradient(ctx: MethodContext) -> MethodResult:
-    """Vanilla gradient map (N, C, H, W): g(x), signed."""
+    """Vanilla gradient map (N, ...): g(x), signed. baseline_scores: f_c at zeros (for delta)."""
     x = ctx.inputs
     grads = torch.empty_like(x)
 
     def keep(i, k, y, g):
-        grads[i] = g.float()
+        grads[i] = g
 
     walk_path(ctx, 1, lambda i, k: x[i], keep, desc="gradient")
-    return MethodResult(grads, ctx.engine.value(ctx.baseline, ctx.targets), {})
+    images = torch.arange(x.shape[0], device=x.device)
+    return MethodResult(grads, ctx.engine.value(ctx.baseline, ctx.targets, images=images), {})

@@ -75,7 +75,7 @@ def _sample_bar(ctx: MethodContext, total: int):
 @register_method("neflag", path=False)
 def neflag(ctx: MethodContext, *, eps: float = 0.1, n: int = 20, m: int = 20, norm: str = "linf",
            generator: torch.Generator | None = None) -> MethodResult:
-    """NeFLAG map (N, C, H, W): sum over n samples of F(x~) * (x - x~) at the negative-flux point
+    """NeFLAG map (N, ...): sum over n samples of F(x~) * (x - x~) at the negative-flux point
     (or after m evaluations). baseline is unused; baseline_scores = f_c(x), so delta = sum(map)."""
     eps, n, m, norm = check_options(eps, n, m, norm, generator)
     if ctx.steps is not None:
@@ -86,7 +86,7 @@ def neflag(ctx: MethodContext, *, eps: float = 0.1, n: int = 20, m: int = 20, no
     num, shape = x.shape[0], tuple(x.shape[1:])
     dim = x[0].numel()
     xf = x.reshape(num, dim)
-    acc = torch.zeros(num, dim, dtype=torch.float32, device=x.device)
+    acc = torch.zeros(num, dim, dtype=x.dtype, device=x.device)
     negative = torch.zeros(num, dtype=torch.long, device=x.device)
     evals = torch.zeros(num, dtype=torch.long, device=x.device)
 
@@ -100,7 +100,7 @@ def neflag(ctx: MethodContext, *, eps: float = 0.1, n: int = 20, m: int = 20, no
         while True:
             # Top up so the next chunk is full; drawing whole images keeps the draw order fixed.
             while points.shape[0] < batch and next_image < num:
-                s = sphere_starts(n, shape, norm, generator).to(x.device).reshape(n, dim)
+                s = sphere_starts(n, shape, norm, generator).to(x.device, x.dtype).reshape(n, dim)
                 points = torch.cat([points, torch.add(xf[next_image], s, alpha=eps)])
                 image = torch.cat([image, torch.full((n,), next_image, dtype=torch.long, device=x.device)])
                 used = torch.cat([used, torch.zeros(n, dtype=torch.long, device=x.device)])
@@ -109,11 +109,11 @@ def neflag(ctx: MethodContext, *, eps: float = 0.1, n: int = 20, m: int = 20, no
                 break
             b = min(batch, points.shape[0])
             chunk, idx = points[:b], image[:b]  # a contiguous view: the op moves the points in place
-            y, g = engine.value_and_grad(chunk.view(b, *shape), ctx.targets[idx])
+            y, g = engine.value_and_grad(chunk.view(b, *shape), ctx.targets[idx], images=idx)
             used[:b] += 1
             last = used[:b] >= m
             neg = y < ctx.scores[idx]  # the op decides the same way; kept here only for the report
-            done = neflag_step_(acc, chunk, xf, g.reshape(b, dim).float(), y, ctx.scores, idx, last, eps,
+            done = neflag_step_(acc, chunk, xf, g.reshape(b, dim), y, ctx.scores, idx, last, eps,
                                 norm == "l2")
             negative.index_add_(0, idx, neg.long())
             evals.index_add_(0, idx[done], used[:b][done])

@@ -1,0 +1,205 @@
+"""Everything about the model a user brings, in one place: the dtype it computes in, its raw output
+turned into (N, K) scores, the output forms (`output=`) that select f_c, the non-finite score
+check, and the training-mode switch. The engine calls these; methods never see a raw model."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping
+from typing import Iterator
+
+import torch
+from torch import nn
+
+# output= strings: f_c = softmax(scores)[c], scores[c], sigmoid(scores)[c]. A callable
+# raw_output -> (N, K) scores is the fourth form (f_c = scores[:, c], nothing applied after it).
+OUTPUTS = ("probability", "logit", "sigmoid")
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# -- dtype -----------------------------------------------------------------------------------------
+
+def check_model_dtype(dtype) -> torch.dtype | None:
+    """None or a floating torch.dtype (the dtype a parameter-free model or a wrapped callable
+    computes in); errors name `model_dtype`."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"model_dtype: expected None or a torch.dtype, got {type(dtype).__name__}")
+    if dtype not in FLOATING:
+        raise ValueError(f"model_dtype: expected one of {[str(d) for d in FLOATING]}, got {dtype}")
+    return dtype
+
+
+def model_dtype(model: nn.Module, override: torch.dtype | None = None) -> torch.dtype | None:
+    """The floating dtype the model computes in: `override`, else the dtype of its first floating
+    parameter or buffer, else None (a parameter-free module: it runs in the points' dtype)."""
+    if override is not None:
+        return override
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    for t in model.buffers():
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def point_dtype(dtype: torch.dtype | None, input_dtype: torch.dtype) -> torch.dtype:
+    """dtype of path points, gradients, accumulators and maps: float64 for a float64 model (or a
+    model of unknown dtype given float64 inputs), else float32 (also for fp16/bf16 models: their
+    points are cast at the model call, so sums over steps run in float32)."""
+    if dtype == torch.float64 or (dtype is None and input_dtype == torch.float64):
+        return torch.float64
+    return torch.float32
+
+
+# -- raw output -> (N, K) scores -------------------------------------------------------------------
+
+def check_output(output):
+    """`output=`: one of OUTPUTS or a callable raw_output -> (N, K) scores; errors name `output`."""
+    if callable(output) and not isinstance(output, str):
+        return output
+    if not isinstance(output, str):
+        raise TypeError(f"output: expected one of {list(OUTPUTS)} or a callable raw_output -> (N, K) "
+                        f"scores, got {type(output).__name__}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown value {output!r}; choose from {sorted(OUTPUTS)} or pass a "
+                         "callable raw_output -> (N, K) scores")
+    return output
+
+
+def _describe(obj) -> str:
+    """What the model (or an output callable) returned, for error messages."""
+    if isinstance(obj, torch.Tensor):
+        return f"a {obj.dtype} tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, Mapping):
+        return f"a {type(obj).__name__} with keys {list(obj.keys())[:8]}"
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)} ({', '.join(type(o).__name__ for o in obj[:4])})"
+    return f"a {type(obj).__name__}"
+
+
+def unwrap(raw) -> torch.Tensor:
+    """The score tensor inside a raw model output: the tensor itself, the first element of a
+    tuple/list, out["logits"] of a mapping, or out.logits (Hugging Face-style objects)."""
+    if isinstance(raw, torch.Tensor):
+        return raw
+    if isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
+        return raw[0]
+    if isinstance(raw, Mapping):
+        if isinstance(raw.get("logits"), torch.Tensor):
+            return raw["logits"]
+    elif isinstance(getattr(raw, "logits", None), torch.Tensor):
+        return raw.logits
+    raise ValueError(f"output: the model returned {_describe(raw)}; expected a (N, K) or (N,) tensor, a "
+                     "tuple/list whose first element is one, a mapping with 'logits' or an object with "
+                     ".logits. Pass output=<callable raw_output -> (N, K) scores> to pick the scores")
+
+
+def as_scores(t, n: int, source: str) -> torch.Tensor:
+    """A (n, K) or (n,) floating tensor as (n, K) scores; errors name `output` and say what came."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"output: {source} returned {_describe(t)}; expected a (N, K) or (N,) tensor")
+    if not t.is_floating_point():
+        raise ValueError(f"output: {source} returned {_describe(t)}; scores must be floating point "
+                         "(differentiable)")
+    if t.dim() not in (1, 2) or t.shape[0] != n:
+        raise ValueError(f"output: {source} returned {_describe(t)} for {n} points; expected ({n}, K) or "
+                         f"({n},) scores. Pass output=<callable raw_output -> (N, K) scores> to reduce it")
+    return t[:, None] if t.dim() == 1 else t
+
+
+def model_scores(raw, n: int, output) -> torch.Tensor:
+    """(n, K) scores as the output form sees them (before softmax/sigmoid) from the raw output
+    of a model call on n points."""
+    if callable(output) and not isinstance(output, str):
+        return as_scores(output(raw), n, "the output callable")
+    return as_scores(unwrap(raw), n, "the model")
+
+
+def select_output(scores: torch.Tensor, targets: torch.Tensor, output) -> torch.Tensor:
+    """f_c per row: softmax probability, logit, sigmoid, or the callable's score of class
+    targets[i]. scores (B, K) -> (B,)."""
+    if output == "probability":
+        if scores.shape[1] == 1:
+            raise ValueError("output: 'probability' is the softmax over the K scores, and the model gives "
+                             "one score (K = 1): softmax of one column is always 1, every map would be zero. "
+                             "Use output='logit' or output='sigmoid'")
+        scores = scores.softmax(dim=-1)
+    elif output == "sigmoid":
+        scores = scores.sigmoid()
+    return scores.gather(1, targets[:, None]).squeeze(1)
+
+
+# -- non-finite scores -----------------------------------------------------------------------------
+
+class FiniteCheck:
+    """Collects, per image, whether any f_c the model produced was NaN or inf, without a host sync
+    per chunk: `y - y` is 0 for a finite score and NaN otherwise, and an index_add of those zeros
+    into an (N,) buffer cannot overflow (a sum of the scores themselves could, at 1e38 logits).
+    Two element-wise ops on a (B,) vector per chunk; `raise_if_bad` syncs once per call."""
+
+    def __init__(self, n: int | None, device):
+        self.indexed = n is not None
+        with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
+            self.bad = torch.zeros(n if n is not None else 1, dtype=torch.float64, device=device)
+
+    def observe(self, y: torch.Tensor, images: torch.Tensor | None) -> None:
+        """Record f_c values y (B,) of points of images `images` (B,) (None: not attributed)."""
+        z = (y - y).to(torch.float64)
+        if images is None or not self.indexed:
+            self.bad[:1] += z.sum()
+        else:
+            self.bad.index_add_(0, images, z)
+
+    def raise_if_bad(self, where: str = "at a path point") -> None:
+        """ValueError naming the first image whose f_c was NaN or inf (one host sync)."""
+        ok = torch.isfinite(self.bad)
+        if bool(ok.all()):
+            return
+        raise_nonfinite(int((~ok).nonzero()[0, 0]) if self.indexed else None, where)
+
+
+def raise_nonfinite(image: int | None, where: str) -> None:
+    at = f" for image {image} (index into inputs)" if image is not None else ""
+    raise ValueError(f"model: produced non-finite scores (NaN or inf) {where}{at}; attribution maps "
+                     "would be NaN or silently zero. Check the model and its inputs")
+
+
+def check_scores_finite(scores: torch.Tensor, where: str = "at the inputs") -> None:
+    """ValueError naming the first image whose f_c in scores (N,) is NaN or inf (one host sync)."""
+    ok = torch.isfinite(scores)
+    if not bool(ok.all()):
+        raise_nonfinite(int((~ok).nonzero()[0, 0]), where)
+
+
+def check_map_finite(maps: torch.Tensor) -> None:
+    """ValueError naming the first image whose map (N, ...) has a NaN or inf (the model's gradient
+    was non-finite although its scores were finite)."""
+    ok = torch.isfinite(maps.flatten(1)).all(1)
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"model: its gradient of f_c is NaN or inf for image {i} (index into inputs) "
+                         "although its scores are finite; the attribution map would be NaN")
+
+
+# -- training mode ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode while the block runs (dropout off, batch-norm running statistics
+    used and never updated); every submodule's own `training` flag restored afterwards, also on
+    error. Warns once per call when the model was in training mode."""
+    flags = [(m, m.training) for m in model.modules()]
+    if any(flag for _, flag in flags):
+        warnings.warn("model: is in training mode; fastattr explains it in eval mode (dropout off, "
+                      "batch-norm statistics used, never updated) and restores every submodule's training "
+                      "flag afterwards. Call model.eval() to silence this", UserWarning, stacklevel=4)
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            if m.training != flag:
+                m.training = flag
