@@ -189,7 +189,7 @@ def test_bad_model_files_from_the_command_line(files, capsys):
     (["run", "{files}/a", "--out", "{files}/afile"], "--out: {files}/afile is a file, not a folder"),
     (["explain", "{files}/missing.png", "--model", "{files}/model.pt2"], "cannot read image {files}/missing.png"),
     (["explain", "{files}/a/cat.png", "--model", "{files}/model.pt2", "--size", "32", "--target", "10"],
-     "target: class indices must lie in [0, 10), got [10]"),
+     "target: class indices must lie in [0, 10), got 10"),
     (["explain", "{files}/a/cat.png", "--model", "{files}/model.pt2", "--size", "48"],
      "model: does not take (N, 3, 48, 48) inputs"),
     (["explain", "{files}/a/cat.png", "--model", "{files}/model.pt2", "--size", "32", "--rule", "trapezoid",

@@ -36,12 +36,14 @@ OPTS = ["--model", "{model}", "--size", "16", "--idgi", "--steps", "12", "--batc
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # The killed or blocked run: the real CLI with every group's explain call delayed (0.3 s, or
 # FASTATTR_TEST_DELAY), so that a kill reliably lands with shards still to do however fast the
-# machine is, and held back until the file named by FASTATTR_TEST_GO exists when that is set
-# (neither changes a result).
+# machine is, and held back until the file named by FASTATTR_TEST_GO exists when that is set, after
+# touching FASTATTR_TEST_STARTED (neither changes a result).
 SLOW_RUN = """import importlib, os, sys, time
 r = importlib.import_module("fastattr.runner.run")  # the module; fastattr.runner.run is the function
 real = r._explain_group
 def slow(*a, **k):
+    if os.environ.get("FASTATTR_TEST_STARTED"):
+        open(os.environ["FASTATTR_TEST_STARTED"], "a").close()
     go = os.environ.get("FASTATTR_TEST_GO")
     while go and not os.path.exists(go):
         time.sleep(0.02)
@@ -316,17 +318,17 @@ def test_second_run_on_the_same_folder_is_refused(tree, reference, tmp_path):
     """Item 10, with two real processes: while a run holds the folder, a second one on it is
     refused at once, naming the holder's pid, and touches nothing (it used to delete the first
     run's temporary shard); the first run then completes with the same bytes as ever."""
-    out, go = tree / "locked", tmp_path / "go"
+    out, go, started = tree / "locked", tmp_path / "go", tmp_path / "started"
     first = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *_args(tree, out)],
-                             env={**ENV, "FASTATTR_TEST_GO": str(go), "FASTATTR_TEST_DELAY": "0"},
-                             stderr=subprocess.PIPE)
+                             env={**ENV, "FASTATTR_TEST_GO": str(go), "FASTATTR_TEST_STARTED": str(started),
+                                  "FASTATTR_TEST_DELAY": "0"}, stderr=subprocess.PIPE)
     try:
-        lock = out / ".fastattr-lock"
         deadline = time.monotonic() + 120
-        while not (lock.exists() and lock.read_bytes()):
+        while not started.exists():  # past its start-up cleanup, computing its first group
             assert first.poll() is None, first.stderr.read().decode()
-            assert time.monotonic() < deadline, "the first run took no lock within 120 s"
+            assert time.monotonic() < deadline, "the first run did not start computing within 120 s"
             time.sleep(0.02)
+        assert (out / ".fastattr-lock").read_bytes().startswith(f"pid {first.pid} on ".encode())
         planted = out / "shard-000002.safetensors.tmp-99999"  # as if the first run were writing it
         planted.write_bytes(b"being written")
         second = subprocess.run([sys.executable, "-m", "fastattr", "run", *_args(tree, out)], env=ENV,
