@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -179,6 +180,16 @@ def save_heatmap(path, image, attribution, title: str = "", cmap: str = "inferno
     _save(heatmap_figure(image, attribution, title=title, cmap=cmap, dpi=dpi), path)
 
 
+def _short_lines(title: str, width: int = 18) -> str:
+    """A column title that fits its cell: long labels break before their parenthesis
+    ("ig + IDGI\n(guided bwd)"), else at spaces; neighbouring titles overlapped at one line."""
+    if len(title) <= width:
+        return title
+    if " (" in title:
+        return title.replace(" (", "\n(", 1)
+    return textwrap.fill(title, width)
+
+
 def save_grid(
     path,
     images: Sequence,
@@ -229,7 +240,7 @@ def save_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(col_titles[c], fontsize=9)
+                ax.set_title(_short_lines(col_titles[c]), fontsize=9)
         if row_titles is not None:
             axes[r, 0].set_ylabel(row_titles[r], fontsize=9)
     fig.tight_layout(pad=0.3)

@@ -146,7 +146,7 @@ def verify_shards(out: Path, n_shards: int, images: ImageList) -> list[str]:
             else:
                 changed = [r["path"] for r in records
                            if r.get("path") != images.paths[r["index"]]
-                           or {k: r.get(k) for k in ("file_bytes", "file_mtime_ns")} != images.file_stat(r["index"])]
+                           or {key: r.get(key) for key in ("file_bytes", "file_mtime_ns")} != images.file_stat(r["index"])]
                 if changed:
                     problem = (f"{len(changed)} of its images changed since it was written "
                                f"(size or modification time: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
