@@ -101,11 +101,6 @@ def output_names(files: list[str]) -> list[str]:
     return names
 
 
-def _check_out_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file, not a folder")
-
-
 def main_explain(args) -> int:
     """`fastattr explain`: print class and completeness per image, write PNG heatmaps and .npy maps."""
     from fastattr.api import explain
@@ -114,10 +109,11 @@ def main_explain(args) -> int:
     from fastattr.models import class_name, load_model
     from fastattr.runner.distributed import check_device
     from fastattr.runner.preflight import preflight
+    from fastattr.runner.shards import check_out_folder
     from fastattr.viz import save_heatmap
 
     out = Path(args.out)
-    _check_out_folder(out)
+    check_out_folder(out)
     device = check_device(args.device)
     model = load_model(args.model, trust_pickle=args.trust_pickle).to(device)
     if args.images:

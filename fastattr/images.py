@@ -31,13 +31,11 @@ BUNDLED = ("chelsea", "coffee")
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
-def _to_chw_float(arr: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(H, W), (H, W, 3|4) uint8 or float array -> (3, H, W) float32 in [0, 1]."""
+def _to_chw_float(arr: np.ndarray) -> torch.Tensor:
+    """(H, W), (H, W, 1|3|4) float or bool array -> (3, H, W) float32 in [0, 1] (uint8 arrays take
+    the PIL path of load_image)."""
     from fastattr.errors import UserError
 
-    if isinstance(arr, torch.Tensor):
-        arr = arr.detach().cpu().numpy()
-    arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -45,9 +43,7 @@ def _to_chw_float(arr: np.ndarray | torch.Tensor) -> torch.Tensor:
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     arr = arr[:, :, :3]
-    if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.array(arr, dtype=np.float32)).div_(255.0)  # a copy: PIL arrays are read-only
-    elif arr.dtype == np.bool_:
+    if arr.dtype == np.bool_:
         t = torch.from_numpy(arr.astype(np.float32))
     elif np.issubdtype(arr.dtype, np.integer):
         raise UserError(f"integer images must be uint8, got {arr.dtype}")

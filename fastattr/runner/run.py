@@ -31,9 +31,9 @@ from fastattr.runner.loader import Group, group_loader
 from fastattr.runner.lock import folder_lock
 from fastattr.runner.manifest import check_config, merge_manifest
 from fastattr.runner.preflight import preflight
-from fastattr.runner.shards import (SHARD_GLOB, STORAGE_DTYPES, WriteError, clean_temporaries, file_sha256,
-                                    json_safe, read_records, remove_checked, shard_name, verify_checked,
-                                    write_shard)
+from fastattr.runner.shards import (SHARD_GLOB, STORAGE_DTYPES, WriteError, check_out_folder, clean_temporaries,
+                                    file_sha256, json_safe, read_records, remove_checked, shard_name,
+                                    verify_checked, write_shard)
 
 TARGETS = ("predicted", "label")
 # run.json format; 2: shards carry size + sha256 records and image files' sizes and mtimes
@@ -176,8 +176,7 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
     images = discover(input)
     target = _check_target(target, images)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file, not a folder")
+    check_out_folder(out)
 
     d = setup(device)
     old_threads = torch.get_num_threads()

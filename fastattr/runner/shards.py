@@ -50,6 +50,14 @@ def write_error(path: Path, exc: OSError) -> "WriteError":
                       "No partial file was left; fix the cause and re-run the same command to resume.")
 
 
+def check_out_folder(out: Path) -> None:
+    """UserError when --out names an existing file (a folder, or nothing yet, is fine)."""
+    from fastattr.errors import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file, not a folder")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes to path via a temporary file in the same folder, fsync, then os.replace: a
     reader (or a resumed run) sees either no file or the whole file, never a prefix."""
