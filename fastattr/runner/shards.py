@@ -87,8 +87,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 # -- checked files: the bytes of a published file, recorded beside it, verified on resume -------
 # A shard's record (shard-NNNNNN.check: {"file", "bytes", "sha256"}) is published before the
 # shard: a kill between the two leaves a record without a shard (pending, rewritten), never a
-# shard without a record. sha256 rather than a CRC: the same cost here (hashlib runs at several
-# hundred MB/s, far above a run's output rate) and no doubt about accidental collisions.
+# shard without a record. sha256 rather than a CRC: no doubt about accidental collisions, at a cost
+# that does not matter (bench/bench_runner.py: verify_shards read 228 MB/s on the loaded 2-core
+# box, 0.17 s for a 64-image shard of 224x224 float32 maps that takes about a minute to compute).
 
 def check_path(path: Path) -> Path:
     """Where the record of a checked file lives: shard-000003.safetensors -> shard-000003.check."""
