@@ -6,6 +6,7 @@ from fastattr import ops  # noqa: F401  (registers torch.ops.fastattr.*; warns o
 from fastattr.api import Explanation, attribute, explain
 from fastattr.explainer import Explainer
 from fastattr.methods import METHODS
+from fastattr.smoothing import smoothgrad
 
-__all__ = ["attribute", "explain", "Explanation", "Explainer", "METHODS"]
+__all__ = ["attribute", "explain", "smoothgrad", "Explanation", "Explainer", "METHODS"]
 __version__ = "0.1.0"

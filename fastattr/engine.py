@@ -169,11 +169,13 @@ class Engine:
             self._saved_flags = [(p, p.requires_grad) for p in self.model.parameters()]
             for p, _ in self._saved_flags:
                 p.requires_grad_(False)
-            try:
-                self._eval_ctx = model_io.eval_mode(self.model)
-                self._eval_ctx.__enter__()
-                self._backward_ctx = backward_context(self.backward, self.model)
-                self._backward_ctx.__enter__()
+            try:  # each context is kept only once entered, so _close exits exactly those
+                ctx = model_io.eval_mode(self.model)
+                ctx.__enter__()
+                self._eval_ctx = ctx
+                ctx = backward_context(self.backward, self.model)
+                ctx.__enter__()
+                self._backward_ctx = ctx
             except BaseException:
                 self._close(*sys.exc_info())
                 raise

@@ -4,6 +4,8 @@ check, and the training-mode switch. The engine calls these; methods never see a
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Iterator
@@ -138,27 +140,34 @@ class FiniteCheck:
     """Collects, per image, whether any f_c the model produced was NaN or inf, without a host sync
     per chunk: `y - y` is 0 for a finite score and NaN otherwise, and an index_add of those zeros
     into an (N,) buffer cannot overflow (a sum of the scores themselves could, at 1e38 logits).
-    Two element-wise ops on a (B,) vector per chunk; `raise_if_bad` syncs once per call."""
+    Two small ops on a (B,) vector per chunk; `raise_if_bad` syncs once per call."""
 
     def __init__(self, n: int | None, device):
-        self.indexed = n is not None
-        with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
-            self.bad = torch.zeros(n if n is not None else 1, dtype=torch.float64, device=device)
+        self.n, self.device = n, device
+        self.bad: torch.Tensor | None = None  # (N + 1,) in the scores' dtype; slot N: not attributed
 
     def observe(self, y: torch.Tensor, images: torch.Tensor | None) -> None:
         """Record f_c values y (B,) of points of images `images` (B,) (None: not attributed)."""
-        z = (y - y).to(torch.float64)
-        if images is None or not self.indexed:
-            self.bad[:1] += z.sum()
+        if self.bad is None:
+            with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
+                self.bad = torch.zeros((self.n or 0) + 1, dtype=y.dtype, device=self.device)
+        z = (y - y).to(self.bad.dtype)
+        if images is None or self.n is None:
+            self.bad[-1:] += z.sum()
         else:
             self.bad.index_add_(0, images, z)
 
-    def raise_if_bad(self, where: str = "at a path point") -> None:
+    def raise_if_bad(self) -> None:
         """ValueError naming the first image whose f_c was NaN or inf (one host sync)."""
+        if self.bad is None:
+            return
         ok = torch.isfinite(self.bad)
         if bool(ok.all()):
             return
-        raise_nonfinite(int((~ok).nonzero()[0, 0]) if self.indexed else None, where)
+        i = int((~ok).nonzero()[0, 0])
+        if i < self.bad.shape[0] - 1:
+            raise_nonfinite(i, "at a path point")
+        raise_nonfinite(None, "at a point it was evaluated at")
 
 
 def raise_nonfinite(image: int | None, where: str) -> None:
@@ -186,6 +195,20 @@ def check_map_finite(maps: torch.Tensor) -> None:
 
 # -- training mode ---------------------------------------------------------------------------------
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    """stacklevel that points a warning at the first frame outside fastattr (and contextlib)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(_PACKAGE_DIR) or path == contextlib.__file__):
+            return level
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """The model in eval mode while the block runs (dropout off, batch-norm running statistics
@@ -195,7 +218,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     if any(flag for _, flag in flags):
         warnings.warn("model: is in training mode; fastattr explains it in eval mode (dropout off, "
                       "batch-norm statistics used, never updated) and restores every submodule's training "
-                      "flag afterwards. Call model.eval() to silence this", UserWarning, stacklevel=4)
+                      "flag afterwards. Call model.eval() to silence this", UserWarning, stacklevel=_caller_stacklevel())
         model.eval()
     try:
         yield

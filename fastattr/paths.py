@@ -100,8 +100,8 @@ class IdgiSum:
 
     Points arrive image-major in consecutive chunks (walk_path). Memory is bounded by the chunk:
     only the last non-zero step of the image that continues into the next chunk waits (one
-    gradient row) for the step that fixes where its span ends; y is kept per point (N*m scalars,
-    like walk_path's indices). Which chunk starts or ends mid-image is known from its position.
+    gradient row) for the step that fixes where its span ends, with that image's y values so far
+    (m scalars). Which chunk starts or ends mid-image is known from its position.
     The general rule is device arithmetic on (B,) vectors with no host sync (about 40 small ops
     per chunk); on the CPU, where reading a flag costs no queue drain, a chunk whose gradients are
     all non-zero takes the authors' formula directly (about 15 ops, as before this rule)."""
@@ -111,7 +111,8 @@ class IdgiSum:
         self.steps = steps
         self.acc = torch.zeros(n, like[0].numel(), dtype=dt, device=dev)
         self.end_scores = end_scores.to(dt)
-        self.y = torch.empty(n * steps, dtype=dt, device=dev)  # y_k of point p = i*steps + k
+        self.start_scores = torch.empty(n, dtype=dt, device=dev)  # y_0 per image
+        self.y_open = torch.zeros(steps, dtype=dt, device=dev)  # y_k of the image continuing across chunks
         self.grad_bad = torch.zeros(n, dtype=dt, device=dev)  # 0, or NaN: a non-finite gradient
         self.seen = 0  # points consumed so far
         # The held step: the last non-zero step of the image continuing into the next chunk.
@@ -126,7 +127,10 @@ class IdgiSum:
         g = g.reshape(b, -1)
         start, stop = self.seen, self.seen + b
         self.seen = stop
-        self.y[start:stop] = y
+        first_at = (-start) % m  # position of the chunk's first step-0 point
+        if first_at < b:
+            img = (start + first_at) // m
+            self.start_scores[img:img + len(range(first_at, b, m))] = y[first_at::m]
         amax = g.abs().amax(1)  # (B,): > 0 marks a non-zero gradient; NaN/inf propagate
         self.grad_bad.index_add_(0, i, amax * 0)  # 0, or NaN where amax is NaN/inf
         nz = amax > 0
@@ -152,6 +156,7 @@ class IdgiSum:
         if continues_in:
             path_accumulate_(self.acc, self.held_g, y[:1] - self.held_start, i[:1], True)
         if continues_out:
+            self._keep_open(y, start)
             coef[-1] = 0  # its span ends in the next chunk: held
             self.held_g = g[-1:].clone()
             self.held_start = y[-1:].clone()
@@ -165,6 +170,7 @@ class IdgiSum:
     def _general(self, i, k, y, g, nz, start, first_k, last_k, continues_in, continues_out) -> None:
         """The rule of the class docstring for any chunk, without a host sync."""
         b, m = y.shape[0], self.steps
+        self._chunk_y = y
         first_img, last_img = start // m, (start + b - 1) // m
         pos = torch.arange(b, device=y.device)
         to_end = m - 1 - k
@@ -181,23 +187,23 @@ class IdgiSum:
         k_prev = torch.where(has_prev, k[prv.clamp_min(0)], -1)
         if continues_in:  # before the chunk: the held step of the continuing image
             k_prev = torch.where(~has_prev & (pos < k), self.held_k, k_prev)
-        base = i * m
-        y_start = self.y[base + torch.where(k_prev >= 0, (k_prev + k) // 2 + 1, 0)]
+        y_start = self._y_at(pos, k, torch.where(k_prev >= 0, (k_prev + k) // 2 + 1, 0))
         k_next = k[nxt.clamp_max(b - 1)]
-        y_next = self.y[base + ((k + k_next) // 2 + 1).clamp_max(m - 1)]
+        y_next = self._y_at(pos, k, ((k + k_next) // 2 + 1).clamp_max(m - 1))
         y_end = torch.where(has_next, y_next, self.end_scores[i])
         coef = torch.where(nz & (has_next | completes), y_end - y_start, 0)
         if continues_in:  # the held step's span ends at this chunk's first non-zero step or at p_m
             c = next_incl[:1]
             found = c <= min(m - 1 - first_k, b - 1)
             e = ((self.held_k + k[c.clamp_max(b - 1)]) // 2 + 1).clamp(0, m - 1)
-            h_end = torch.where(found, self.y[first_img * m + e], self.end_scores[first_img])
+            h_end = torch.where(found, self._y_at(pos[:1], k[:1], e), self.end_scores[first_img])
             done = (self.held_k >= 0) & (found | (m - 1 - first_k <= b - 1))
             path_accumulate_(self.acc, self.held_g, torch.where(done, h_end - self.held_start, 0),
                              i[:1], True)
         path_accumulate_(self.acc, g, coef, i, True)
         self.held_host_k = None
         if continues_out:  # hold the last non-zero step of the last image (its span is open)
+            self._keep_open(y, start)
             q = prev_incl[b - 1:]
             found = q >= max(b - 1 - last_k, 0)
             qc = q.clamp_min(0)
@@ -209,10 +215,19 @@ class IdgiSum:
         else:
             self.held_k = torch.full_like(self.held_k, -1)
 
-    @property
-    def start_scores(self) -> torch.Tensor:
-        """f_c at p_0 per image (N,)."""
-        return self.y[:: self.steps]
+    def _y_at(self, pos, k, step):
+        """y at `step` of the image of the points at positions pos (steps k) of this chunk: in the
+        chunk, or (earlier steps of the continuing image) in y_open."""
+        at = pos - k + step
+        y = self._chunk_y
+        return torch.where(at >= 0, y[at.clamp(0, y.shape[0] - 1)], self.y_open[step])
+
+    def _keep_open(self, y, start) -> None:
+        """Remember the y values of the chunk's last image, which continues into the next chunk."""
+        last_k = (start + y.shape[0] - 1) % self.steps
+        first = max(y.shape[0] - 1 - last_k, 0)  # its first position in this chunk
+        k0 = (start + first) % self.steps
+        self.y_open[k0:last_k + 1] = y[first:]
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
         assert self.seen == self.acc.shape[0] * self.steps, "IDGI path ended before its last step"

@@ -134,7 +134,8 @@ if triton is not None:
     def path_accumulate_triton(acc: torch.Tensor, grads: torch.Tensor, coef: torch.Tensor,
                                index: torch.Tensor, idgi: bool) -> None:
         """Triton fastattr::path_accumulate_ (same contract as path_accumulate_ref): acc (N, D)
-        float32/float64 contiguous, grads (S, D) float16/bfloat16/float32, coef (S,), index (S,)."""
+        float32/float64 contiguous, grads (S, D) float16/bfloat16/float32/float64, coef (S,), index (S,);
+        float64 acc or grads are summed by the float64 reference."""
         if acc.dim() != 2 or grads.dim() != 2 or acc.shape[1] != grads.shape[1]:
             raise ValueError(f"path_accumulate: acc (N, D) and grads (S, D) must agree in D, got "
                              f"acc {tuple(acc.shape)} and grads {tuple(grads.shape)}")
@@ -148,8 +149,11 @@ if triton is not None:
             raise ValueError(f"path_accumulate: index must be int64, got {index.dtype}")
         if S == 0 or D == 0:
             return
-        if grads.dtype == torch.float64:  # the kernel is fp32 inside; keep its signature small
-            grads = grads.float()
+        if grads.dtype == torch.float64 or acc.dtype == torch.float64:
+            # A float64 model (research code, PAIR's float64 pipeline) expects float64 sums; the
+            # kernel is fp32 inside, so float64 goes to the exact reference (a few torch ops).
+            path_accumulate_ref(acc, grads, coef, index, idgi)
+            return
         grads = grads.contiguous()
         coef = coef.to(device=acc.device, dtype=torch.float32).contiguous()
         index = index.contiguous()

@@ -7,6 +7,7 @@ from torch import nn
 
 import fastattr
 from fastattr.methods.integrated_gradients import rule_points
+from fastattr.paths import IdgiSum
 
 TARGETS = torch.tensor([1, 4, 6, 9])
 
@@ -154,3 +155,114 @@ def test_zero_gradient_everywhere_and_input_equal_baseline(idgi):
     assert torch.equal(e.attributions, torch.zeros_like(x))
     e = fastattr.explain(ThresholdNet().eval(), x, 0, steps=4, idgi=idgi, batch_size=3)  # path below 0.5
     assert torch.equal(e.attributions, torch.zeros_like(x))
+
+
+# -- zero-gradient steps: their output change goes to the nearest non-zero step -------------------
+
+class StepNet(nn.Module):
+    """(N, D) -> 2 logits. Score 0 = round(5 mean x) / 5 + mean(clamp(x, 0.3, 0.6)): the rounding
+    jumps where its gradient is zero and the clamp has a gradient only inside its band, so along
+    the path from 0 there are zero-gradient steps before, between and after the non-zero ones,
+    and many of them change the output (issue 16.6's case in a closed form)."""
+
+    def forward(self, x):
+        s = torch.round(5 * x.mean(1)) / 5 + x.clamp(0.3, 0.6).mean(1)
+        return torch.stack([s, -s], dim=1)
+
+
+def step_inputs() -> torch.Tensor:
+    """3 rows: scales 0.9 and 0.5 (band crossed late / mid path), 0.25 (never in the band)."""
+    r = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    return torch.tensor([[0.9], [0.5], [0.25]]) * (1 + 0.05 * r)
+
+
+def oracle_rows(model, x, steps, output="logit", dropped=False):
+    """Per row: the nearest-step IDGI oracle map, and the sum of output changes at zero-gradient
+    steps (what the old rule dropped)."""
+    maps, lost = [], []
+    for xi in x:
+        grads, preds = [], []
+        for a in [k / steps for k in range(steps)] + [1.0]:
+            p = (a * xi)[None].clone().requires_grad_(True)
+            s = model(p)
+            y = (s.softmax(-1) if output == "probability" else s)[0, 0]
+            grads.append(torch.autograd.grad(y, p)[0][0].double().numpy())
+            preds.append(y.item())
+        maps.append(idgi_oracle(grads, preds, zero_safe=True))
+        lost.append(sum(preds[k + 1] - preds[k] for k in range(steps) if not np.any(grads[k] != 0)))
+    return torch.from_numpy(np.stack(maps)), lost
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["cpu-fast-path", "sync-free-rule"])
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 7, 15, 16, 17, 33, 64])
+def test_zero_gradient_steps_carry_their_output_change(batch_size, general, monkeypatch):
+    """Issue 16.6: IDGI dropped the output change of steps whose gradient is all zero, so sum(A)
+    missed part of f(x) - f(b). Now it equals the nearest-step oracle, for every chunk split of
+    the paths, and is complete; a row with no non-zero step gets a zero map and an honest delta."""
+    if general:  # the device rule (no host sync) on every chunk, as on a GPU
+        init = IdgiSum.__init__
+        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+    x, steps = step_inputs(), 16
+    e = fastattr.explain(StepNet().eval(), x, 0, steps=steps, idgi=True, output="logit", batch_size=batch_size)
+    want, lost = oracle_rows(StepNet(), x, steps)
+    assert abs(lost[0]) > 0.1 and abs(lost[1]) > 0.1  # the old rule lost this much of the span
+    torch.testing.assert_close(e.attributions.double(), want, rtol=0, atol=1e-6 * want.abs().max().item())
+    assert e.delta[:2].abs().max() < 1e-6
+    assert torch.equal(e.attributions[2], torch.zeros(4))  # never in the band: every step zero
+    torch.testing.assert_close(e.delta[2], -(e.scores[2] - e.baseline_scores[2]))
+    assert abs(float(e.delta[2])) > 0.1
+
+
+def test_sync_free_rule_equals_fast_path_when_no_step_is_zero(small_cnn, small_images, monkeypatch):
+    """Both ways of accumulating give bit-identical maps on ordinary paths (every step non-zero)."""
+    fast = fastattr.attribute(small_cnn, small_images, TARGETS, steps=9, idgi=True, batch_size=4)
+    init = IdgiSum.__init__
+    monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+    general = fastattr.attribute(small_cnn, small_images, TARGETS, steps=9, idgi=True, batch_size=4)
+    assert torch.equal(fast, general)
+
+
+class DeadStartMLP(nn.Module):
+    """Linear-ReLU-Linear with negative first-layer biases: near the black baseline every unit is
+    off (zero gradient), and the units switch on part-way along the path."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 4)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.rand(16, 6, generator=g))
+            self.fc1.bias.copy_(-1.0 - torch.rand(16, generator=g))
+            self.fc2.weight.copy_(torch.randn(4, 16, generator=g))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("backward", ["standard", "guided"])
+@pytest.mark.parametrize("method", ["ig", "guided_ig"])
+def test_guided_backward_idgi_is_complete(method, backward):
+    """Issue 16.6 as reported: backward="guided" + IDGI left delta of -1.9e-3 on a span of 4.7e-2
+    when some path points had an all-zero (guided) gradient. Complete now, for IG and Guided IG."""
+    x = 0.6 + 0.4 * torch.rand(4, 6, generator=torch.Generator().manual_seed(1))
+    model = DeadStartMLP().eval()
+    e = fastattr.explain(model, x, 0, method=method, steps=12, idgi=True, backward=backward, batch_size=5)
+    change = e.scores - e.baseline_scores
+    assert change.abs().min() > 1e-3
+    assert e.delta.abs().max() < 1e-6, (e.delta, change)
+    if method == "ig":  # the case really occurs: zero-gradient steps whose output changes
+        _, lost = oracle_rows(model, x, 12, output="probability")
+        assert max(abs(v) for v in lost) > 1e-3
+
+
+def test_blur_ig_idgi_zero_steps_complete(small_images):
+    """Blur IG's path (most blurred first) through a model whose gradient vanishes on blurry points."""
+    class Sharp(nn.Module):
+        def forward(self, x):  # edge energy above a threshold: zero gradient on smooth images
+            e = torch.relu((x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) - 0.2)
+            return torch.stack([e + 0.1 * torch.round(10 * x.mean((1, 2, 3))), -e], 1)
+
+    e = fastattr.explain(Sharp().eval(), small_images, 0, method="blur_ig", steps=10, max_sigma=4.0,
+                         idgi=True, output="logit", batch_size=3)
+    assert (e.scores - e.baseline_scores).abs().min() > 1e-3
+    assert e.delta.abs().max() < 1e-6, e.delta

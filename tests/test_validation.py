@@ -1,4 +1,5 @@
 """Bad arguments to explain/attribute raise ValueError/TypeError whose message names the parameter."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -176,3 +177,60 @@ def test_runs_under_no_grad_and_inference_mode(small_cnn, small_images):
     torch.testing.assert_close(a, ref, rtol=0, atol=0)
     torch.testing.assert_close(b.clone(), ref, rtol=0, atol=0)
     assert ref.abs().max() > 0
+
+
+# -- issue 16.4 and 16.15: inputs that used to give silent wrong answers or raw errors ----------
+
+@pytest.mark.parametrize("method,opts", [("ig", {}), ("ig", dict(idgi=True)), ("guided_ig", {}),
+                                         ("guided_ig", dict(idgi=True))])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_scalar_baseline_is_refused(small_cnn, small_images, method, opts, bad):
+    """16.4: a NaN/inf scalar baseline gave an all-NaN IG map, an all-zero IDGI map, and a
+    zero Guided IG map with delta 0.0 that looked perfect."""
+    with pytest.raises(ValueError, match=r"^baseline: must be finite"):
+        fastattr.explain(small_cnn, small_images, 0, method=method, baseline=bad, steps=3, **opts)
+    with pytest.raises(ValueError, match=r"^baseline: must be finite"):
+        fastattr.Explainer(small_cnn, method=method, baseline=bad, **opts)
+
+
+@pytest.mark.parametrize("baseline,exc,match", [
+    (0.5 + 0.5j, TypeError, r"^baseline: must be real"),
+    (torch.zeros(3, 16, 16, dtype=torch.complex64), TypeError, r"^baseline: expected a real-valued tensor"),
+    (torch.zeros(3, 16, 16, dtype=torch.bool), TypeError, r"^baseline: expected a real-valued tensor"),
+    (torch.full((1,), 1e300, dtype=torch.float64), ValueError, r"^baseline: contains NaN or inf"),
+])
+def test_complex_bool_and_overflowing_baselines_are_refused(small_cnn, small_images, baseline, exc, match):
+    """16.15: a complex baseline was silently reduced to its real part."""
+    with pytest.raises(exc, match=match):
+        call(small_cnn, small_images, baseline=baseline)
+
+
+@pytest.mark.parametrize("target,exc,match", [
+    (2**70, ValueError, r"^target: class indices must lie in \[0, 10\), got 1180591620717411303424"),
+    ([2**70, 0, 0, 0], ValueError, r"^target: class indices must lie in \[0, 10\)"),
+    ("3", TypeError, r"^target: expected None, an int or \(N,\) integer class indices, got '3'"),
+    (["3", "1", "0", "2"], TypeError, r"^target: "),
+    (1.7, TypeError, r"^target: expected integer class indices, got float"),
+    ([1.7, 2.2, 0.0, 1.0], TypeError, r"^target: expected integer class indices"),
+    (np.int64(12), ValueError, r"^target: class indices must lie in \[0, 10\), got 12"),
+    (object(), TypeError, r"^target: "),
+])
+def test_bad_target_values(small_cnn, small_images, target, exc, match):
+    """16.15: target=2**70 raised a raw OverflowError, target="3" a raw torch error."""
+    with pytest.raises(exc, match=match):
+        call(small_cnn, small_images, target=target)
+
+
+def test_numpy_targets_and_steps_are_accepted(small_cnn, small_images):
+    ref = fastattr.attribute(small_cnn, small_images, 3, steps=3, batch_size=4)
+    assert torch.equal(fastattr.attribute(small_cnn, small_images, np.int64(3), steps=np.int64(3), batch_size=4), ref)
+    assert torch.equal(fastattr.attribute(small_cnn, small_images, np.full(4, 3), steps=3, batch_size=4), ref)
+
+
+@pytest.mark.parametrize("method", ["ig", "guided_ig", "blur_ig"])
+def test_absurd_steps_is_a_check_not_an_allocation(small_cnn, small_images, method):
+    """16.15: steps=10**12 asked for an 8 TB allocation; now a ValueError before any work."""
+    with pytest.raises(ValueError, match=r"^steps: must be <= 1000000, got 1000000000000"):
+        fastattr.attribute(small_cnn, small_images, 0, method=method, steps=10**12)
+    with pytest.raises(ValueError, match=r"^steps: must be <= "):
+        fastattr.Explainer(small_cnn, method=method, steps=10**12)

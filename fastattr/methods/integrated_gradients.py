@@ -1,12 +1,13 @@
 """Integrated Gradients on the straight path b + a (x - b), Riemann rules or IDGI (SPEC.md)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.paths import IdgiSum, RiemannSum, walk_path
 
-RULES = ("left", "right", "middle", "trapezoid", "pair")
+RULES = ("left", "right", "middle", "trapezoid", "pair", "gausslegendre")
 
 
 def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +29,10 @@ def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         w = torch.full((m,), 1.0 / (m - 1), dtype=torch.float64)
         w[0] = w[-1] = 0.5 / (m - 1)
         return k / (m - 1), w
+    if rule == "gausslegendre":  # captum's default: the same float64 numpy operations as its
+        # approximation_methods.gauss_legendre_builders, so nodes and weights agree to the bit
+        nodes, weights = np.polynomial.legendre.leggauss(m)
+        return torch.from_numpy(0.5 * (1 + nodes)), torch.from_numpy(0.5 * weights)
     raise ValueError(f"rule: unknown rule {rule!r}; choose from {RULES}")
 
 

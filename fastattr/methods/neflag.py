@@ -3,7 +3,8 @@ start on the eps-sphere around x and follow the sign iteration until f_c drops b
 
 Random draws (the order a sample-by-sample oracle must follow to reproduce a map): images are
 visited in order 0..N-1, and when image i's samples enter the batch its n start directions are
-drawn at once from `generator` on the CPU, shape (n, C, H, W), float32:
+drawn at once from `generator` on the CPU, shape (n, *x.shape[1:]) (written (n, C, H, W) below),
+float32 (then cast to the points' dtype, so a float64 model sees the same draws):
   norm="linf":  s = 2 * torch.randint(0, 2, (n, C, H, W), generator=g, dtype=torch.float32) - 1
   norm="l2"  :  u = torch.randn((n, C, H, W), generator=g);  s = u / |u|_2 (per sample)
 and sample j of image i starts at x_i + eps * s[j]. Nothing else is random, so the map does not

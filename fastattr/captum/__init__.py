@@ -1,0 +1,12 @@
+"""captum-compatible attribution on fastattr's engine: change the import, keep the code.
+
+    from fastattr.captum import IntegratedGradients, NoiseTunnel, Saliency  # was: from captum.attr import ...
+
+Constructors, `attribute(...)` signatures and defaults, return values (tensor or tuple, deltas) and
+exception types follow captum 0.9. See the README section "Switching from captum".
+"""
+from fastattr.captum.integrated_gradients import IntegratedGradients
+from fastattr.captum.noise_tunnel import NoiseTunnel
+from fastattr.captum.saliency import Saliency
+
+__all__ = ["IntegratedGradients", "NoiseTunnel", "Saliency"]
