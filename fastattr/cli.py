@@ -49,14 +49,15 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
     from fastattr.backward import BACKWARDS
     from fastattr.methods import METHODS
     from fastattr.methods.integrated_gradients import RULES
+    from fastattr.model_io import OUTPUTS
 
     p.add_argument("--method", default="ig", choices=sorted(METHODS), help="attribution method (default: ig)")
     p.add_argument("--idgi", action="store_true", help="apply the IDGI correction (path methods)")
     p.add_argument("--steps", type=positive_int, default=None, help="path steps (default: the method's)")
     p.add_argument("--rule", default="left", choices=RULES, help="IG integration rule (default: left)")
     p.add_argument("--backward", default="standard", choices=sorted(BACKWARDS), help="gradient rule")
-    p.add_argument("--output", default="probability", choices=("probability", "logit"),
-                   help="explain the softmax probability (default) or the logit")
+    p.add_argument("--output", default="probability", choices=OUTPUTS,
+                   help="explain the softmax probability (default), the logit, or the sigmoid (multi-label)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="points per forward+backward (default: per device)")
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")

@@ -17,7 +17,10 @@ import torch
 from conftest import make_small_cnn
 from PIL import Image
 
+import fastattr
 from fastattr.cli import main, output_names
+from fastattr.images import load_image
+from fastattr.models import load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
@@ -210,6 +213,17 @@ def test_user_errors_are_one_named_line(files, capsys, argv, message):
         code = exc.code
     assert code == 2
     assert message.format(files=files) in _one_line_error(capsys.readouterr().err, argv[0])
+
+
+def test_sigmoid_output(files, tmp_path, capsys):
+    """--output sigmoid (multi-label models): the map explains sigmoid(logit_c), checked against
+    the Python API."""
+    assert main(["explain", str(files / "a/cat.png"), "--model", str(files / "model.pt2"), "--size", "32",
+                 "--steps", "3", "--output", "sigmoid", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "sigmoid" in capsys.readouterr().out.splitlines()[0]
+    expected = fastattr.attribute(load_model(files / "model.pt2"), load_image(files / "a/cat.png", size=32)[None],
+                                  steps=3, output="sigmoid")[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "cat_ig.npy"), expected.numpy())
 
 
 def test_trust_pickle_loads_a_pickled_module(files, tmp_path, capsys):

@@ -297,7 +297,8 @@ def test_bad_options_write_nothing(tree, capsys):
              (["--rule", "trapezoid", "--steps", "1"], "rule='trapezoid' needs steps >= 2"),
              (["--target", "cat"], "target: expected 'predicted', 'label' or a class index"),
              (["--device", "tpu"], "device: unknown device 'tpu'; use cpu, cuda or cuda:N"),
-             (["--shard-size", "0"], "argument --shard-size: must be >= 1, got 0")]
+             (["--shard-size", "0"], "argument --shard-size: must be >= 1, got 0"),
+             (["--steps", "2000000"], "steps: must be <= 1000000, got 2000000")]
     for extra, message in cases:
         code = None
         try:
