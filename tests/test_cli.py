@@ -28,7 +28,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 FASTATTR = shutil.which("fastattr", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
 
-def fastattr(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+def run_fastattr(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """Run the installed `fastattr` command."""
     assert FASTATTR, "the fastattr command is not installed next to this Python (pip install -e .)"
     return subprocess.run([FASTATTR, *map(str, args)], env=ENV, cwd=cwd, capture_output=True, text=True,
@@ -72,7 +72,7 @@ def test_readme_demo_command(tmp_path):
     """The fastattr part of the README's demo, as written: the bundled model and photos, IDGI-IG
     with the default 32 steps. Heatmaps are full-colour three-panel PNGs, maps have the input's
     shape, and IDGI's completeness shows in the printed deltas."""
-    res = fastattr("explain", "--method", "ig", "--idgi", "--out", "fastattr_out", cwd=tmp_path)
+    res = run_fastattr("explain", "--method", "ig", "--idgi", "--out", "fastattr_out", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Egyptian cat (285)" in res.stdout and "espresso (967)" in res.stdout
     out = tmp_path / "fastattr_out"
@@ -116,7 +116,7 @@ def test_output_names_are_unique_and_deterministic():
 def test_eval_command(tmp_path):
     """`fastattr eval` as the before-stop smoke run types it (it died at its last step, issue 16
     item 1): every file the README promises exists and opens."""
-    res = fastattr("eval", "--methods", "vanilla", "--metrics", "insertion", "--max-images", "1", "--steps", "2",
+    res = run_fastattr("eval", "--methods", "vanilla", "--metrics", "insertion", "--max-images", "1", "--steps", "2",
                    "--out", "e", "--no-progress", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "e"
@@ -136,7 +136,7 @@ def test_run_command_and_python_m(files, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(files / "a", data)
     args = [data, "--steps", "2", "--size", "32", "--no-progress", "--threads", "1"]
-    res = fastattr("run", *args, "--out", tmp_path / "run")
+    res = run_fastattr("run", *args, "--out", tmp_path / "run")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 images in 1 shards (1 computed now" in res.stderr and "2 ok, 0 failed" in res.stderr
     res2 = subprocess.run([sys.executable, "-m", "fastattr", "run", *map(str, args), "--out", str(tmp_path / "run2")],
@@ -175,7 +175,7 @@ def test_bad_model_files_from_the_command_line(files, capsys):
     for i, (name, message) in enumerate(cases):
         argv = ["explain", str(files / "a/cat.png"), "--model", str(files / name), "--out", str(files / "never")]
         if i < 1:
-            res = fastattr(*argv)
+            res = run_fastattr(*argv)
             code, err = res.returncode, res.stderr
         else:
             code, err = main(argv), capsys.readouterr().err
