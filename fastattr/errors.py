@@ -17,15 +17,15 @@ class UserTypeError(UserError, TypeError):
 
 
 @contextlib.contextmanager
-def checking_arguments(what: str | None = None) -> Iterator[None]:
+def checking_arguments() -> Iterator[None]:
     """Inside: a ValueError / TypeError is the caller's argument error and leaves as UserError /
-    UserTypeError (message kept, prefixed with `what` if given). Wrap only pure validation code
-    (no model call, no I/O), where every such error is about the arguments."""
+    UserTypeError (message kept). Wrap only pure validation code (no model call on user data, no
+    I/O), where every such error is about the arguments."""
     try:
         yield
     except UserError:
         raise
     except TypeError as exc:
-        raise UserTypeError(f"{what}: {exc}" if what else str(exc)) from exc
+        raise UserTypeError(str(exc)) from exc
     except ValueError as exc:
-        raise UserError(f"{what}: {exc}" if what else str(exc)) from exc
+        raise UserError(str(exc)) from exc

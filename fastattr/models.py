@@ -291,16 +291,14 @@ def exported_module(program, name: str = "program") -> nn.Module:
     return gm
 
 
-def _call_guided_functions(graph: torch.fx.Graph) -> int:
+def _call_guided_functions(graph: torch.fx.Graph) -> None:
     """Point aten activation / max-pool nodes at the same ops' Python bindings (torch.relu,
     torch._C._nn.hardtanh, torch.max_pool2d, ...): identical results, but they pass through
     __torch_function__ as functions the guided backward recognises (it does not know aten
-    OpOverloads, so without this guided would silently give the standard gradient). Returns the
-    number of nodes changed."""
+    OpOverloads, so without this guided would silently give the standard gradient)."""
     from fastattr.backward import guided
 
     known = set(guided._ACT_PARSERS) | set(guided._POOL_RETURNS_INDICES)
-    changed = 0
     for n in graph.nodes:
         packet = getattr(n.target, "overloadpacket", None)
         if n.op != "call_function" or packet is None or n.target._overloadname != "default":
@@ -308,5 +306,3 @@ def _call_guided_functions(graph: torch.fx.Graph) -> int:
         fn = getattr(torch._C._nn, packet.__name__, None) or getattr(torch, packet.__name__, None)
         if fn is not None and fn in known:
             n.target = fn
-            changed += 1
-    return changed
