@@ -3,13 +3,14 @@
 
     python bench/bench_runner.py [--model effnet|tiny] [--images 64] [--steps 32] [--repeats 3]
                                  [--latency-model tiny|effnet] [--calls 50] [--latency-steps 32]
-                                 [--compile]
+                                 [--compile] [--skip-throughput] [--skip-latency] [--skip-verification]
 
 Throughput: IDGI-IG over a folder of generated JPEGs (crops of the bundled photos, decoded in
 the runner's DataLoader workers, maps written as float32 shards) vs the floor = the same number
 of forward+backward passes (images x steps) on the same model, batch and threads. Candidates run
 interleaved, medians reported. Latency: per-call wall time of Explainer(x), fastattr.attribute
 and the floor for one image, interleaved call by call; p50 and p99 over --calls calls.
+Resume verification: the time verify_shards takes over a finished run folder of --images maps.
 """
 from __future__ import annotations
 
@@ -69,10 +70,14 @@ def throughput(args, threads: int) -> None:
         image = fastattr.images.load_image(next(folder.iterdir()))
         counter = iter(range(10**6))
 
+        startup = []
+
         def runner():
+            t0 = time.perf_counter()
             s = run(folder, Path(tmp) / f"out{next(counter)}", model=model, idgi=True, steps=args.steps,
                     progress=False, threads=threads, workers=args.workers)
             assert s.ok == args.images, s
+            startup.append(time.perf_counter() - t0 - s.seconds)  # everything but the shard loop
 
         cands = {"floor": floor_fn(model, image, args.images * args.steps, batch), "fastattr run": runner}
         times = interleaved(cands, repeats=args.repeats, warmup=1)
@@ -81,7 +86,35 @@ def throughput(args, threads: int) -> None:
     for k, v in times.items():
         print(f"- {k}: {args.images / statistics.median(v):.3f} images/s")
     ratio = statistics.median(times["floor"]) / statistics.median(times["fastattr run"])
-    print(f"- runner throughput / floor throughput = {ratio:.3f} (target >= 0.95)\n")
+    print(f"- runner throughput / floor throughput = {ratio:.3f} (target >= 0.95)")
+    print(f"- one run's fixed cost outside its shard loop (checks, discovery, model sha256, preflight, "
+          f"lock, verification, manifest): {1e3 * statistics.median(startup):.0f} ms median\n")
+
+
+def verification(args) -> None:
+    """What resuming costs before any computation: verify_shards (size + sha256 of every shard and
+    a stat comparison per image) on a finished run folder, against the time it took to write it."""
+    from fastattr.runner import discover
+    from fastattr.runner.run import verify_shards
+
+    model = load("tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_folder(Path(tmp) / "images", args.images)
+        out = Path(tmp) / "out"
+        t0 = time.perf_counter()
+        s = run(folder, out, model=model, steps=2, size=224, progress=False, shard_size=16, workers=0)
+        t_run = time.perf_counter() - t0
+        images = discover(folder)
+        nbytes = sum(p.stat().st_size for p in out.glob("shard-*.safetensors"))
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            assert verify_shards(out, s.shards, images) == []
+            times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    print(f"### resume verification: {s.shards} shards, {nbytes / 1e6:.1f} MB of float32 224x224 maps")
+    print(f"- verify_shards: {1e3 * t:.1f} ms ({nbytes / 1e6 / t:.0f} MB/s); writing them (tiny model, "
+          f"2 steps) took {t_run:.2f} s\n")
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -133,6 +166,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time Explainer(compile=True)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-verification", action="store_true")
     args = p.parse_args()
     from fastattr.runner.distributed import cpu_count
 
@@ -143,6 +177,8 @@ def main() -> None:
         throughput(args, threads)
     if not args.skip_latency:
         latency(args)
+    if not args.skip_verification:
+        verification(args)
 
 
 if __name__ == "__main__":

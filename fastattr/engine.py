@@ -47,8 +47,18 @@ def model_device(model: nn.Module) -> torch.device:
 
 def uses_conv2d(model: nn.Module) -> bool:
     """True when the model has a 2-d convolution: the default for channels-last inputs. A
-    TorchScript module keeps its Python class name in original_name."""
+    TorchScript module keeps its Python class name in original_name; a torch.export program's
+    module (a torch.fx GraphModule) has aten conv2d / 2-d convolution nodes instead of modules."""
+    import torch.fx
+
+    def conv2d_node(n: torch.fx.Node) -> bool:
+        name = getattr(getattr(n.target, "overloadpacket", None), "__name__", None)
+        # aten.convolution(input, weight, bias, stride, ...): one stride per spatial dimension
+        return n.op == "call_function" and (
+            name == "conv2d" or (name in ("convolution", "_convolution") and len(n.args[3]) == 2))
+
     return any(isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"
+               or (isinstance(m, torch.fx.GraphModule) and any(map(conv2d_node, m.graph.nodes)))
                for m in model.modules())
 
 

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["pixel_saliency", "clip_percentile", "overlay", "save_heatmap", "save_grid"]
+__all__ = ["pixel_saliency", "clip_percentile", "signed_limits", "overlay", "heatmap_figure", "save_heatmap", "save_grid"]
 
 
-# Beyond these sizes a PNG is re-saved with a 256-colour palette: heatmaps (one photo, written per
-# image) stay small; a map grid shares one palette among dozens of photos and colour maps, which
-# posterises the photos, so only very large grids get it.
-HEATMAP_MAX_BYTES = 150_000
-GRID_MAX_BYTES = 4_000_000
-
+# PNGs keep full colour: a 256-colour palette posterised the photos (the 150 KB heatmap cap and the
+# 4 MB grid cap both triggered on real photos). A three-panel heatmap of a 224x224 image is about
+# 0.5 MB, a 9x15 map grid a few MB: sizes for files a user asked to look at, not for a web page.
+# Callers that need small files can still pass max_bytes to _save.
 
 def _np(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -73,39 +72,67 @@ def _image_hwc(image) -> np.ndarray:
     return np.clip(im, 0.0, 1.0)
 
 
-def overlay(image, attribution, cmap: str = "inferno", alpha: float = 0.85, lo: float = 80, hi: float = 99) -> np.ndarray:
-    """(3, H, W) image, (C, H, W) map -> (H, W, 3) float32: clipped map in `cmap` over the greyscale image.
+def smoothing_sigma(height: int) -> float:
+    """Default Gaussian sigma (pixels) for overlays: 2 px at 224x224, proportional to the height."""
+    return height / 112.0
 
-    The colour opacity of a pixel is `alpha * sqrt(clipped saliency)`, so pixels below the
-    lo-th percentile show the plain greyscale image and weak attributions stay visible.
+
+def overlay(image, attribution, cmap: str = "inferno", alpha: float = 0.9, lo: float = 80, hi: float = 99,
+            sigma: float | None = None) -> np.ndarray:
+    """(3, H, W) image, (C, H, W) map -> (H, W, 3) float32: the map's colour over the dimmed photo.
+
+    The pixel saliency (channel sum of |A|) is smoothed by a Gaussian of `sigma` pixels (None:
+    smoothing_sigma(H), 2 px at 224; 0: none), so that per-pixel speckle reads as regions, then
+    clipped between its lo-th and hi-th percentiles (the IDGI paper appendix) into [0, 1]; a
+    pixel's colour opacity is `alpha` times that. Below the lo-th percentile the photo shows,
+    dimmed to 55% so that the colours stand out.
     """
     import matplotlib
 
     im = _image_hwc(image)
-    m = clip_percentile(attribution, lo=lo, hi=hi)
-    if m.shape != im.shape[:2]:
-        raise ValueError(f"image is {im.shape[:2]} but the map is {m.shape}")
-    grey = (im @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-    grey = 0.25 + 0.5 * grey  # dimmed so the colours stand out
+    sal = pixel_saliency(attribution)
+    if sal.shape != im.shape[:2]:
+        raise ValueError(f"image is {im.shape[:2]} but the map is {sal.shape}")
+    sigma = smoothing_sigma(sal.shape[0]) if sigma is None else float(sigma)
+    if sigma > 0:
+        from scipy.ndimage import gaussian_filter
+
+        sal = gaussian_filter(sal.astype(np.float64), sigma, mode="nearest")
+    m = clip_percentile(sal, lo=lo, hi=hi)
     colour = matplotlib.colormaps[cmap](m)[:, :, :3].astype(np.float32)
-    a = (alpha * np.sqrt(m))[:, :, None]
-    return (1.0 - a) * grey + a * colour
+    a = (alpha * m)[:, :, None]
+    return (1.0 - a) * (0.55 * im) + a * colour
 
 
-def _save(fig, path, max_bytes: int) -> None:
-    """Save a Figure as PNG; re-save with a 256-colour palette if larger than max_bytes."""
+def signed_limits(attribution, q: float = 99) -> tuple[np.ndarray, float, bool]:
+    """(C, H, W) or (H, W) map -> (channel sum (H, W), clip value v > 0, signed): v is the q-th
+    percentile of |sum| (the max when that is 0; 1 for an all-zero map); signed is False when the
+    map has no negative value (then it is shown on 0..v)."""
+    s = pixel_saliency(attribution, signed=True)
+    if not np.isfinite(s).all():
+        raise ValueError("attribution contains NaN or inf")
+    mag = np.abs(s)
+    v = float(np.percentile(mag, q)) or float(mag.max()) or 1.0
+    return s, v, bool((s < 0).any())
+
+
+def _save(fig, path, max_bytes: int | None = None) -> None:
+    """Save a Figure as PNG (full colour); re-save with a 256-colour palette if larger than
+    max_bytes (None: never)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
-    data = buf.getvalue()
-    if len(data) > max_bytes:
-        from PIL import Image
+    from PIL import Image
 
-        im = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")  # Agg writes RGBA; nothing is transparent
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    data = out.getvalue()
+    if max_bytes is not None and len(data) > max_bytes:
         out = io.BytesIO()
-        im.save(out, format="PNG", optimize=True)
+        im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, format="PNG", optimize=True)
         data = out.getvalue()
     dirname = os.path.dirname(os.fspath(path))
     if dirname:
@@ -114,22 +141,53 @@ def _save(fig, path, max_bytes: int) -> None:
         f.write(data)
 
 
-def save_heatmap(path, image, attribution, title: str = "", cmap: str = "inferno", dpi: int = 100) -> None:
-    """Write a PNG: (3, H, W) image in [0, 1] | (C, H, W) map (80-99 percentile clip) over the greyscale image."""
+def heatmap_figure(image, attribution, title: str = "", cmap: str = "inferno", dpi: int = 110):
+    """The Figure save_heatmap writes: (3, H, W) image | (C, H, W) map summed over channels
+    (diverging colour map centred at 0 when signed, clipped at the 99th percentile of |A|, with a
+    colour bar) | overlay (see `overlay`)."""
     from matplotlib.figure import Figure
 
     im = _image_hwc(image)
-    ov = overlay(image, attribution, cmap=cmap)
-    fig = Figure(figsize=(6.0, 3.45 if title else 3.2), dpi=dpi, layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, panel, label in zip(axes, (im, ov), ("input", "attribution (80-99th pct clip)")):
-        ax.imshow(panel, interpolation="nearest")
-        ax.set_title(label, fontsize=9)
+    s, v, signed = signed_limits(attribution)
+    fig = Figure(figsize=(10.6, 3.9 if title else 3.6), dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(im)
+    axes[0].set_title("input", fontsize=9)
+    if signed:
+        h = axes[1].imshow(s, cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+        label = "map: sum over channels, red +, blue -\n(colour clipped at the 99th pct of |A|)"
+    else:
+        h = axes[1].imshow(s, cmap="magma", vmin=0.0, vmax=v, interpolation="nearest")
+        label = "map: sum over channels\n(colour clipped at its 99th percentile)"
+    axes[1].set_title(label, fontsize=9)
+    bar = fig.colorbar(h, ax=axes[1], fraction=0.046, pad=0.02, extend="both" if signed else "max")
+    bar.ax.tick_params(labelsize=7)
+    bar.formatter.set_powerlimits((-2, 3))
+    bar.ax.yaxis.get_offset_text().set_fontsize(7)
+    axes[2].imshow(overlay(image, attribution, cmap=cmap))
+    sigma = smoothing_sigma(s.shape[0])
+    axes[2].set_title(f"overlay: |A| summed, smoothed ({sigma:.1f} px),\nclipped at its 80-99th pct", fontsize=9)
+    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
-    _save(fig, path, HEATMAP_MAX_BYTES)
+    return fig
+
+
+def save_heatmap(path, image, attribution, title: str = "", cmap: str = "inferno", dpi: int = 110) -> None:
+    """Write heatmap_figure(...) as a full-colour PNG (about 1170x430 pixels at dpi 110)."""
+    _save(heatmap_figure(image, attribution, title=title, cmap=cmap, dpi=dpi), path)
+
+
+def _short_lines(title: str, width: int = 18) -> str:
+    """A column title that fits its cell: long labels break before their parenthesis
+    ("ig + IDGI\n(guided bwd)"), else at spaces; neighbouring titles overlapped at one line."""
+    if len(title) <= width:
+        return title
+    if " (" in title:
+        return title.replace(" (", "\n(", 1)
+    return textwrap.fill(title, width)
 
 
 def save_grid(
@@ -171,10 +229,10 @@ def save_grid(
     axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
     for r in range(n_rows):
         img = images[r]
-        axes[r, 0].imshow(_image_hwc(img), interpolation="nearest")
+        axes[r, 0].imshow(_image_hwc(img))  # matplotlib's antialiasing: cells are smaller than the images
         for c, name in enumerate(methods, start=1):
             if overlay_on_image:
-                axes[r, c].imshow(overlay(img, maps[name][r], cmap=cmap), interpolation="nearest")
+                axes[r, c].imshow(overlay(img, maps[name][r], cmap=cmap))
             else:
                 axes[r, c].imshow(clip_percentile(maps[name][r]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for c in range(n_cols):
@@ -182,8 +240,8 @@ def save_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(col_titles[c], fontsize=9)
+                ax.set_title(_short_lines(col_titles[c]), fontsize=9)
         if row_titles is not None:
             axes[r, 0].set_ylabel(row_titles[r], fontsize=9)
     fig.tight_layout(pad=0.3)
-    _save(fig, path, GRID_MAX_BYTES)
+    _save(fig, path)

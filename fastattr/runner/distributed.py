@@ -42,20 +42,40 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def check_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or None (cuda:LOCAL_RANK when a GPU is present, else CPU) -> a
+    device that exists here; anything else is a UserError saying what is available."""
+    from fastattr.errors import UserError
+
+    if device is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise UserError(f"device: {dev.type!r} is not supported; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise UserError(f"device: {device!r} asked for, but CUDA is not available ({why}); use --device cpu")
+    n = torch.cuda.device_count()
+    if dev.index is None:
+        return torch.device("cuda", local_rank % n)
+    if dev.index >= n:
+        raise UserError(f"device: {device!r} asked for, but only {n} GPU(s) are visible (cuda:0..cuda:{n - 1})")
+    return dev
+
+
 def setup(device: str | None = None) -> Dist:
-    """Join torchrun's process group when WORLD_SIZE > 1. device None: cuda:LOCAL_RANK when a GPU
-    is present, else CPU."""
+    """Join torchrun's process group when WORLD_SIZE > 1. device: see check_device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    if device is None:
-        dev = torch.device("cuda", local_rank % torch.cuda.device_count()) if torch.cuda.is_available() \
-            else torch.device("cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    dev = check_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fastattr.errors import UserError
 from fastattr.images import load_image
 from fastattr.runner.files import ImageList
 
@@ -36,7 +37,9 @@ class ImageFiles(Dataset):
         path = self.images.root / self.images.paths[i]
         try:
             return i, load_image(path, size=self.size), None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's failure, not the run's
+        except UserError as exc:  # not a regular file, undecodable, absurd aspect ratio
+            return i, None, str(exc)
+        except OSError as exc:  # vanished, unreadable (permissions, I/O error)
             return i, None, f"{type(exc).__name__}: {exc}"
 
 

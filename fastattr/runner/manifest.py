@@ -5,32 +5,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fastattr.errors import UserError
 from fastattr.runner.shards import read_records, shard_name, write_atomic
 
 CONFIG = "run.json"
 MANIFEST = "manifest.jsonl"
 
 
-class ConfigMismatch(ValueError):
+# Recorded in run.json (as the run that created it named it) but not compared: a relative and an
+# absolute path to the same model file are the same run; the model's identity is model_sha256.
+NOT_COMPARED = ("model",)
+
+
+class ConfigMismatch(UserError):
     """The output folder holds a run made with different options or inputs."""
 
 
-def check_config(out: Path, config: dict, write: bool) -> None:
-    """Compare config with out/run.json; with write=True create run.json if it is absent.
+def check_config(out: Path, config: dict, write: bool, started: bool = True) -> None:
+    """Compare config with out/run.json. write=True (rank 0, holding the folder lock): create
+    run.json if absent, and replace it if nothing was computed under it yet (started=False), so
+    that a run which stopped before its first result never blocks the corrected command.
     Raises ConfigMismatch naming every differing option."""
     path = out / CONFIG
+    data = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
     if not path.exists():
         if not write:
             raise ConfigMismatch(f"--out: {path} is missing (rank 0 should have written it)")
-        write_atomic(path, (json.dumps(config, indent=1, sort_keys=True) + "\n").encode())
+        write_atomic(path, data)
         return
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
+        if write and not started:
+            write_atomic(path, data)
+            return
         raise ConfigMismatch(f"--out: cannot read {path} ({exc}); use a new output folder") from None
     diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
-            if old.get(k) != config.get(k)]
-    if diff:
+            if k not in NOT_COMPARED and old.get(k) != config.get(k)]
+    if diff and write and not started:
+        write_atomic(path, data)
+    elif diff:
         raise ConfigMismatch(f"--out: {out} holds a run with other options or inputs, refusing to mix "
                              f"({'; '.join(diff)}); re-run with the original options or use a new --out")
 

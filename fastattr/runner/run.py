@@ -8,12 +8,13 @@ it, so a resumed or distributed run writes the same bytes as one uninterrupted p
 same thread count."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,16 +22,22 @@ from torch import nn
 
 import fastattr
 from fastattr import validation as v
-from fastattr.engine import OUTPUTS, default_batch_size, uses_conv2d
+from fastattr.engine import default_batch_size, uses_conv2d
+from fastattr.errors import UserError, checking_arguments
 from fastattr.methods import METHODS
-from fastattr.methods.integrated_gradients import RULES
 from fastattr.runner.distributed import Dist, default_threads, setup, teardown
 from fastattr.runner.files import ImageList, discover
 from fastattr.runner.loader import Group, group_loader
+from fastattr.runner.lock import folder_lock
 from fastattr.runner.manifest import check_config, merge_manifest
-from fastattr.runner.shards import STORAGE_DTYPES, WriteError, clean_temporaries, json_safe, shard_name, write_shard
+from fastattr.runner.preflight import preflight
+from fastattr.runner.shards import (SHARD_GLOB, STORAGE_DTYPES, WriteError, check_out_folder, clean_temporaries,
+                                    file_sha256, json_safe, read_records, remove_checked, shard_name,
+                                    verify_checked, write_shard)
 
 TARGETS = ("predicted", "label")
+# run.json format; 2: shards carry size + sha256 records and image files' sizes and mtimes
+FORMAT = "fastattr-run/2"
 
 
 @dataclass
@@ -45,14 +52,7 @@ class RunSummary:
     seconds: float  # wall time of this rank's shard loop
     ok: int | None = None  # rank 0 only: images with a map
     failed: int | None = None  # rank 0 only: images that could not be read
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    repaired: list[str] = field(default_factory=list)  # rank 0: shards found bad and computed again
 
 
 def _module_sha256(model: nn.Module) -> str:
@@ -70,14 +70,14 @@ def _check_target(target, images: ImageList):
         return "predicted"
     if target == "label":
         if images.labels is None:
-            raise ValueError("target: 'label' needs an ImageFolder tree (every image inside a class folder)")
+            raise UserError("target: 'label' needs an ImageFolder tree (every image inside a class folder)")
         return "label"
     try:
         t = int(target)
     except (TypeError, ValueError):
-        raise ValueError(f"target: expected 'predicted', 'label' or a class index, got {target!r}") from None
+        raise UserError(f"target: expected 'predicted', 'label' or a class index, got {target!r}") from None
     if t < 0:
-        raise ValueError(f"target: class index must be >= 0, got {t}")
+        raise UserError(f"target: class index must be >= 0, got {t}")
     return t
 
 
@@ -91,8 +91,73 @@ def _grad_evals_per_image(ex, n: int) -> list:
     return [int(each) if float(each).is_integer() else each] * n
 
 
-def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, steps: int | None = None,
-        rule: str = "left", backward: str = "standard", output: str = "probability",
+def _check_options(method, idgi, steps, rule, backward, output, batch_size, size, dtype, shard_size,
+                   images_per_call, threads, workers, method_options) -> dict:
+    """The run's options checked without touching a file or the model; returns the normalised ones."""
+    from fastattr.api import check_call_options
+
+    with checking_arguments():
+        v.check_choice(dtype, "dtype", STORAGE_DTYPES)
+        steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi)
+        size = v.check_positive_int(size, "size", allow_none=False)
+        shard_size = v.check_positive_int(shard_size, "shard_size", allow_none=False)
+        images_per_call = v.check_positive_int(images_per_call, "images_per_call", allow_none=False)
+        threads = v.check_positive_int(threads, "threads")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+        method_options = dict(method_options or {})
+        v.check_method_options(METHODS[method].fn, method, method_options)
+        try:  # recorded in run.json, which a resumed run compares
+            json.dumps(method_options, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError(f"method_options: must be JSON values (numbers, strings, lists), "
+                             f"got {method_options!r}") from None
+    return dict(steps=steps, batch_size=batch_size, size=size, shard_size=shard_size,
+                images_per_call=images_per_call, threads=threads, method_options=method_options)
+
+
+def _load(model, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    """(module, {"model": how it was named, "model_sha256": its identity}) for run.json."""
+    from fastattr.models import default_weights_path, load_model
+
+    if isinstance(model, nn.Module):
+        return model, {"model": type(model).__name__, "model_sha256": _module_sha256(model)}
+    name = "default" if model in (None, "default") else str(model)
+    net = load_model(name, trust_pickle=trust_pickle)
+    return net, {"model": name, "model_sha256": file_sha256(default_weights_path() if name == "default" else name)}
+
+
+def verify_shards(out: Path, n_shards: int, images: ImageList) -> list[str]:
+    """Remove every shard of out that would be wrong to keep - not matching its size + sha256
+    record, unreadable, or made from an image file that changed since (size or mtime) - so that
+    it is computed again; returns one message per shard removed."""
+    problems = []
+    for k in range(n_shards):
+        path = out / shard_name(k)
+        if not path.exists():
+            remove_checked(path)  # a record whose shard was never published
+            continue
+        problem = verify_checked(path)
+        if problem is None:
+            try:
+                records = read_records(path)
+            except Exception as exc:  # noqa: BLE001 - matches its checksum but is no shard we can read
+                problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+            else:
+                changed = [r["path"] for r in records
+                           if r.get("path") != images.paths[r["index"]]
+                           or {key: r.get(key) for key in ("file_bytes", "file_mtime_ns")} != images.file_stat(r["index"])]
+                if changed:
+                    problem = (f"{len(changed)} of its images changed since it was written "
+                               f"(size or modification time: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
+        if problem is not None:
+            remove_checked(path)
+            problems.append(f"{path.name}: {problem}; computing it again")
+    return problems
+
+
+def run(input, out, *, model="default", trust_pickle: bool = False, method: str = "ig", idgi: bool = False,
+        steps: int | None = None, rule: str = "left", backward: str = "standard", output: str = "probability",
         batch_size: int | None = None, compile: bool = False, channels_last: bool | None = None,
         size: int = 224, target="predicted",
         dtype: str = "float32", shard_size: int = 64, images_per_call: int = 16, workers: int | None = None,
@@ -100,93 +165,79 @@ def run(input, out, *, model="default", method: str = "ig", idgi: bool = False, 
         method_options: dict | None = None) -> RunSummary:
     """Attribution maps for every image under `input`, written to `out` as shards + manifest.jsonl.
     Resumable (re-run the same call), and distributed when started by torchrun. model: 'default',
-    a file (torch.save(model) or TorchScript) or an nn.Module."""
-    from fastattr.backward import BACKWARDS
-    from fastattr.models import class_name, load_model
+    a file (torch.export .pt2, TorchScript, or with trust_pickle=True a torch.save'd module) or an
+    nn.Module. Every option, the model and the input are checked before anything is written
+    (UserError); the folder is locked against a second concurrent run (FolderBusy)."""
+    from fastattr.models import class_name
 
-    v.check_choice(method, "method", METHODS)
-    v.check_choice(rule, "rule", RULES)
-    v.check_choice(output, "output", OUTPUTS)
-    v.check_choice(backward, "backward", BACKWARDS)
-    v.check_choice(dtype, "dtype", STORAGE_DTYPES)
-    spec = METHODS[method]
-    if idgi and not spec.path:
-        raise ValueError(f"idgi: method {method!r} is not a path method; IDGI applies to path methods")
-    steps = v.check_positive_int(steps, "steps")
-    batch_size = v.check_positive_int(batch_size, "batch_size")
-    size = v.check_positive_int(size, "size", allow_none=False)
-    shard_size = v.check_positive_int(shard_size, "shard_size", allow_none=False)
-    images_per_call = v.check_positive_int(images_per_call, "images_per_call", allow_none=False)
-    threads = v.check_positive_int(threads, "threads")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
-    method_options = dict(method_options or {})
-    try:  # recorded in run.json, which a resumed run compares
-        json.dumps(method_options, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
-        raise ValueError(f"method_options: must be JSON values (numbers, strings, lists), got {method_options!r}") from None
+    o = _check_options(method, idgi, steps, rule, backward, output, batch_size, size, dtype, shard_size,
+                       images_per_call, threads, workers, method_options)
+    steps, batch_size, size, shard_size = o["steps"], o["batch_size"], o["size"], o["shard_size"]
     images = discover(input)
     target = _check_target(target, images)
     out = Path(out)
+    check_out_folder(out)
 
     d = setup(device)
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or default_threads(d))
+    torch.set_num_threads(o["threads"] or default_threads(d))
     try:
-        if isinstance(model, nn.Module):
-            net, model_id = model, {"model": type(model).__name__, "model_sha256": _module_sha256(model)}
-        else:
-            spec_str = "default" if model in (None, "default") else str(model)
-            net = load_model(spec_str)
-            model_id = {"model": spec_str,
-                        "model_sha256": None if spec_str == "default" else _file_sha256(spec_str)}
+        net, model_id = _load(model, trust_pickle)
         net = net.to(d.device)
         if channels_last is None:
             channels_last = uses_conv2d(net)
+        explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
+                               output=output, batch_size=batch_size, compile=compile,
+                               channels_last=channels_last, **o["method_options"])
+        preflight(net, d.device, size, max(images.labels) if target == "label" else
+                  None if target == "predicted" else target, explain_options)
         n, n_shards = len(images), math.ceil(len(images) / shard_size)
         # Every option that changes a map's bits; threads and world size are left out on purpose
         # (resuming on another number of ranks is legitimate; see the README on bit-identity).
-        config = {"format": "fastattr-run/1", "input": str(Path(input).resolve()), "images": n,
+        config = {"format": FORMAT, "input": str(Path(input).resolve()), "images": n,
                   "files_sha256": images.fingerprint(), **model_id, "method": method, "idgi": bool(idgi),
-                  "steps": steps if steps is not None else spec.default_steps, "rule": rule,
+                  "steps": steps if steps is not None else METHODS[method].default_steps, "rule": rule,
                   "backward": backward, "output": output,
                   "batch_size": batch_size or default_batch_size(d.device, 3 * size * size),
                   "compile": bool(compile),
                   "channels_last": bool(channels_last),
                   "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
-                  "images_per_call": images_per_call, "method_options": method_options}
-        if d.rank == 0:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WriteError(f"--out: cannot create {out}: {exc}") from exc
-            clean_temporaries(out)
-            check_config(out, config, write=True)
-        d.barrier()
-        if d.rank != 0:
-            check_config(out, config, write=False)
-        pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
-        d.barrier()  # every rank has listed the same pending shards before any new one appears
-        mine = pending[d.rank::d.world]
-        groups, owner = [], []
-        for k in mine:
-            block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
-            for j in range(0, len(block), images_per_call):
-                groups.append(block[j:j + images_per_call])
-                owner.append(k)
-        names = class_name if model_id["model"] == "default" else None  # ImageNet names
-        t0 = time.perf_counter()
-        explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
-                               output=output, batch_size=batch_size, compile=compile,
-                               channels_last=channels_last, **method_options)
-        _loop(net, images, groups, owner, out, d, target, dtype, size, names,
-              explain_options, workers, progress)
-        summary = RunSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups),
-                             time.perf_counter() - t0)
-        d.barrier()  # all shards exist
-        if d.rank == 0:
-            summary.ok, summary.failed = merge_manifest(out, n_shards)
-        return summary
+                  "images_per_call": o["images_per_call"], "method_options": o["method_options"]}
+        with contextlib.ExitStack() as held:
+            repaired = []
+            if d.rank == 0:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WriteError(f"--out: cannot create {out}: {exc}") from exc
+                held.enter_context(folder_lock(out))  # before anything in the folder is touched
+                check_config(out, config, write=True, started=any(out.glob(SHARD_GLOB)))
+                clean_temporaries(out)
+                repaired = verify_shards(out, n_shards, images)
+                for msg in repaired:
+                    print(f"fastattr run: {msg}", file=sys.stderr)
+            d.barrier()
+            if d.rank != 0:
+                check_config(out, config, write=False)
+            pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
+            d.barrier()  # every rank has listed the same pending shards before any new one appears
+            mine = pending[d.rank::d.world]
+            groups, owner = [], []
+            for k in mine:
+                block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
+                for j in range(0, len(block), o["images_per_call"]):
+                    groups.append(block[j:j + o["images_per_call"]])
+                    owner.append(k)
+            names = class_name if model_id["model"] == "default" else None  # ImageNet names
+            t0 = time.perf_counter()
+            _loop(net, images, groups, owner, out, d, target, dtype, size, names,
+                  explain_options, workers, progress)
+            summary = RunSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups),
+                                 time.perf_counter() - t0, repaired=repaired)
+            d.barrier()  # all shards exist
+            if d.rank == 0:
+                summary.ok, summary.failed = merge_manifest(out, n_shards)
+            return summary
     finally:
         torch.set_num_threads(old_threads)
         teardown(d)
@@ -254,7 +305,7 @@ def _explain_group(net, images: ImageList, group: Group, target, class_name, exp
         rec = {"index": i, "path": images.paths[i], "shard": shard, "class_name": None,
                "label": images.labels[i] if images.labels is not None else None,
                "target": None, "score": None, "baseline_score": None, "delta": None, "grad_evals": 0,
-               "status": "failed", "error": group.failed.get(i), "row": None}
+               "status": "failed", "error": group.failed.get(i), "row": None, **images.file_stat(i)}
         rec.update(got.get(i, {}))
         records.append(rec)
     return records
