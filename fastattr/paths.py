@@ -44,21 +44,30 @@ def walk_path(ctx: MethodContext, steps: int, point: PointFn, consume: ConsumeFn
     n = ctx.inputs.shape[0]
     total = n * steps
     device = ctx.inputs.device
-    prebuilt = total <= PREBUILT_POINTS
-    if prebuilt:
-        idx = torch.arange(total, device=device)
-        i_all, k_all = idx // steps, idx % steps
-        t_all = ctx.targets.index_select(0, i_all)
     with progress_bar(ctx, total, desc), ctx.engine.session():
+        if total <= PREBUILT_POINTS:
+            idx = torch.arange(total, device=device)
+            walk_points(ctx, idx // steps, idx % steps, point, consume)
+            return
         for start, stop in ctx.engine.chunks(total):
-            if prebuilt:
-                i, k, t = i_all[start:stop], k_all[start:stop], t_all[start:stop]
-            else:
-                idx = torch.arange(start, stop, device=device)
-                i, k = idx // steps, idx % steps
-                t = ctx.targets.index_select(0, i)
-            y, g = ctx.engine.value_and_grad(point(i, k), t, images=i)
+            idx = torch.arange(start, stop, device=device)
+            i, k = idx // steps, idx % steps
+            y, g = ctx.engine.value_and_grad(point(i, k), ctx.targets.index_select(0, i), images=i)
             consume(i, k, y, g)
+
+
+def walk_points(ctx: MethodContext, images: torch.Tensor, keys: torch.Tensor, point: PointFn,
+                consume: ConsumeFn) -> None:
+    """Evaluate the listed points (images[p], keys[p]), p = 0..P-1, in order, in chunks of the
+    engine's batch size: point(i, k) builds a chunk's points, consume(i, k, y, g) receives f_c and
+    gradients. images (P,) index ctx.inputs; keys (P,) whatever the caller's point() reads (a step,
+    a point id). Indices and targets are sliced per chunk as views (cheap for small models). The
+    caller holds the engine session (and the progress bar)."""
+    targets = ctx.targets.index_select(0, images)
+    for start, stop in ctx.engine.chunks(images.shape[0]):
+        i, k = images[start:stop], keys[start:stop]
+        y, g = ctx.engine.value_and_grad(point(i, k), targets[start:stop], images=i)
+        consume(i, k, y, g)
 
 
 class RiemannSum:

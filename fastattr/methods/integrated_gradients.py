@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastattr.adaptive import AdaptivePath, check_schedule
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.paths import IdgiSum, RiemannSum, walk_path
 
@@ -62,9 +63,13 @@ def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float
 
 
 @register_method("ig", path=True, rules=True, baseline=True, default_steps=32)
-def integrated_gradients(ctx: MethodContext) -> MethodResult:
-    """IG map (N, ...): (x - b) * sum_k w_k g(b + a_k (x - b)); with ctx.idgi the IDGI sum."""
+def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> MethodResult:
+    """IG map (N, ...): (x - b) * sum_k w_k g(b + a_k (x - b)); with ctx.idgi the IDGI sum.
+    schedule="adaptive": the same budget of steps placed by fastattr.adaptive (tol: stop early)."""
     x, b = ctx.inputs, ctx.baseline
+    tol = check_schedule(schedule, tol, ctx.rule)
+    if schedule == "adaptive":
+        return _adaptive_ig(ctx, tol)
     alphas, weights = rule_points(ctx.rule, ctx.steps)
     engine = ctx.engine
     if ctx.idgi:
@@ -87,6 +92,24 @@ def integrated_gradients(ctx: MethodContext) -> MethodResult:
     else:
         baseline_scores = engine.value(b, ctx.targets, images=torch.arange(x.shape[0], device=x.device))
     return MethodResult(attributions, baseline_scores, {"path_start": float(alphas[0])})
+
+
+def _adaptive_ig(ctx: MethodContext, tol: float | None) -> MethodResult:
+    """IG / IDGI-IG on fastattr.adaptive's points: rows (x - b) * g (left rule in a) or g (IDGI)."""
+    x, b = ctx.inputs, ctx.baseline
+    diff = x - b
+    col = (-1,) + (1,) * (x.dim() - 1)
+
+    def point(i, s):
+        return torch.addcmul(b.index_select(0, i), s.to(x.dtype).view(col), diff.index_select(0, i))
+
+    def row(i, s, y, g):
+        return g if ctx.idgi else diff.index_select(0, i) * g
+
+    path = AdaptivePath(ctx, ctx.steps, tol, point, row, None if ctx.idgi else (lambda s: s),
+                        "IDGI-IG adaptive" if ctx.idgi else "IG adaptive")
+    attributions, start_scores, extras = path.run()
+    return MethodResult(attributions, start_scores, dict(extras, path_start=0.0))
 
 
 @register_method("vanilla", path=False)

@@ -1,0 +1,197 @@
+"""schedule="adaptive" (fastattr/adaptive.py): the same machinery as the uniform schedule when it
+does not refine, exact IDGI completeness, no refinement where the integrand is constant, images
+independent, tol, errors; and better maps than uniform for the same budget on a kinked model."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastattr
+from fastattr import adaptive
+from fastattr.ops.gaussian_blur import gaussian_blur
+from tests.conftest import make_small_cnn
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture
+def x():
+    return torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.fixture
+def model():
+    return make_small_cnn(seed=3)
+
+
+def test_round_size_halves_then_takes_the_rest():
+    left, sizes = 16, []
+    while left:
+        sizes.append(adaptive.round_size(left))
+        left -= sizes[-1]
+    assert sizes == [8, 4, 4]
+    assert adaptive.round_size(3) == 3 and adaptive.round_size(64) == 32
+
+
+def test_idgi_coefficients_match_the_span_rule():
+    """The numpy span rule equals IdgiSum's documented examples: all non-zero -> y_{k+1} - y_k; a
+    zero step passes its change to the nearest non-zero step (ties to the earlier)."""
+    y = np.array([0.0, 1.0, 3.0, 6.0, 10.0])
+    assert np.allclose(adaptive.idgi_coefficients(y, np.array([True] * 4)), [1, 2, 3, 4])
+    # step 1 zero: [0,1] -> step 0 span [0, 1] ((0+2)//2+1 = 2 -> [0, 2]), step 2 gets [2, 3]
+    assert np.allclose(adaptive.idgi_coefficients(y, np.array([True, False, True, True])), [3, 0, 3, 4])
+    assert np.allclose(adaptive.idgi_coefficients(y, np.array([False] * 4)), 0)
+    assert np.allclose(adaptive.idgi_coefficients(y, np.array([False, False, True, False])), [0, 0, 10, 0])
+
+
+@pytest.mark.parametrize("idgi", [False, True])
+def test_no_refinement_is_the_uniform_schedule(model, x, idgi, monkeypatch):
+    """With the whole budget in the first round the adaptive code path gives the uniform
+    schedule's map: IG trapezoid (Riemann) / IG left with IDGI, to float rounding."""
+    monkeypatch.setattr(adaptive, "ROUND_SHARE", 1.0)
+    a = fastattr.explain(model, x, method="ig", idgi=idgi, steps=12, schedule="adaptive")
+    u = fastattr.explain(model, x, method="ig", idgi=idgi, steps=12, rule="left" if idgi else "trapezoid")
+    assert rel(a.attributions, u.attributions) < 1e-5
+    assert torch.allclose(a.baseline_scores, u.baseline_scores, atol=1e-7)
+    assert a.grad_evals == u.grad_evals == 36
+
+
+def test_blur_ig_idgi_no_refinement_is_uniform(model, x, monkeypatch):
+    monkeypatch.setattr(adaptive, "ROUND_SHARE", 1.0)
+    a = fastattr.explain(model, x, method="blur_ig", idgi=True, steps=10, schedule="adaptive", max_sigma=8.0)
+    u = fastattr.explain(model, x, method="blur_ig", idgi=True, steps=10, max_sigma=8.0)
+    assert rel(a.attributions, u.attributions) < 1e-5
+
+
+@pytest.mark.parametrize("sqrt", [False, True])
+def test_blur_ig_trapezoid_oracle(model, x, sqrt, monkeypatch):
+    """Riemann Blur IG without refinement: -sum of trapezoid weights in sigma times
+    d blur/d sigma * grad, from a plain loop over the sigma grid (exact derivative)."""
+    monkeypatch.setattr(adaptive, "ROUND_SHARE", 1.0)
+    steps, max_sigma = 9, 6.0
+    a = fastattr.explain(model, x, method="blur_ig", steps=steps, schedule="adaptive", max_sigma=max_sigma,
+                         derivative="exact", sqrt=sqrt, channels_last=False)
+    s = torch.arange(steps, dtype=torch.float64) / (steps - 1)
+    sig = (s * max_sigma).sqrt() if sqrt else s * max_sigma
+    w = torch.diff(sig)
+    tw = torch.cat([w[:1] / 2, (w[1:] + w[:-1]) / 2, w[-1:] / 2])
+    ref = torch.zeros_like(x)
+    for k in range(steps):
+        p, d = gaussian_blur(x, sig[k:k + 1].repeat(3), torch.arange(3), derivative=True)
+        p = p.clone().requires_grad_(True)
+        y = model(p).softmax(-1).gather(1, a.target[:, None]).sum()
+        (g,) = torch.autograd.grad(y, p)
+        ref -= tw[k].item() * d * g
+    assert rel(a.attributions, ref) < 1e-4
+
+
+def test_linear_along_the_path_needs_no_refinement():
+    """A linear model's gradient is constant on the path: every interval's ends agree, so the
+    first round is all that is spent; the map is IG's exact answer (x - b) * W[c]."""
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(48, 4)).eval()
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    e = fastattr.explain(lin, x, target=1, method="ig", steps=32, output="logit", schedule="adaptive")
+    assert e.grad_evals == 2 * 16
+    assert e.extras["grad_evals_per_image"].tolist() == [16, 16]
+    assert e.extras["error_estimate"].tolist() == [0.0, 0.0]
+    exact = x * lin[1].weight[1].detach().view(3, 4, 4)
+    assert rel(e.attributions, exact) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["ig", "blur_ig"])
+@pytest.mark.parametrize("backward", ["standard", "guided"])
+def test_idgi_complete_under_adaptive(model, x, method, backward):
+    e = fastattr.explain(model, x, method=method, idgi=True, steps=24, backward=backward, schedule="adaptive")
+    span = (e.scores - e.baseline_scores).abs().max()
+    assert float(e.delta.abs().max()) <= 1e-5 * max(float(span), 1e-6)
+    assert e.grad_evals == 3 * 24 and e.extras["grad_evals_per_image"].tolist() == [24] * 3
+    assert torch.isfinite(e.extras["error_estimate"]).all()
+
+
+def test_images_refine_independently(model, x, monkeypatch):
+    """A batch gives each image the map it gets alone; so do small memory groups."""
+    both = fastattr.explain(model, x, method="ig", idgi=True, steps=16, schedule="adaptive")
+    for j in range(3):
+        one = fastattr.explain(model, x[j:j + 1], method="ig", idgi=True, steps=16, schedule="adaptive")
+        assert rel(both.attributions[j], one.attributions[0]) < 1e-5
+    monkeypatch.setattr(adaptive, "GROUP_BYTES", 1)  # one image per group
+    grouped = fastattr.explain(model, x, method="ig", idgi=True, steps=16, schedule="adaptive")
+    assert rel(grouped.attributions, both.attributions) < 1e-6
+
+
+def test_any_rank_and_riemann_completeness():
+    """Tabular (N, D) inputs; the Riemann map's delta shrinks with the budget."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    x = torch.randn(4, 10)
+    d = [float(fastattr.explain(mlp, x, method="ig", steps=s, schedule="adaptive").delta.abs().max())
+         for s in (4, 64)]
+    assert d[1] < d[0] and d[1] < 1e-3
+
+
+def test_tol_stops_images_early(model, x):
+    full = fastattr.explain(model, x, method="ig", idgi=True, steps=32, schedule="adaptive", tol=0.0)
+    assert full.grad_evals == 96
+    loose = fastattr.explain(model, x, method="ig", idgi=True, steps=32, schedule="adaptive", tol=0.5)
+    assert loose.grad_evals < 96
+    per = loose.extras["grad_evals_per_image"]
+    assert int(per.sum()) == loose.grad_evals and (per >= 16).all()
+    assert (loose.extras["error_estimate"] <= 0.5).all()
+    assert float(loose.delta.abs().max()) < 1e-5  # IDGI complete whatever the budget spent
+
+
+def test_adaptive_beats_uniform_on_a_kinked_model():
+    """ReLU model, reference 1001 uniform steps: at 32 evaluations adaptive has the lower median
+    error (relative L2 to the reference) for IDGI-IG, IG and IDGI-Blur IG."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    for method, idgi in (("ig", True), ("ig", False), ("blur_ig", True)):
+        ref = fastattr.attribute(model, x, method=method, idgi=idgi, steps=1001,
+                                 **({} if idgi or method != "ig" else {"rule": "trapezoid"}))
+
+        def err(a):
+            return float(((a - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).median())
+
+        u = fastattr.attribute(model, x, method=method, idgi=idgi, steps=32)
+        a = fastattr.attribute(model, x, method=method, idgi=idgi, steps=32, schedule="adaptive")
+        assert err(a) < err(u), (method, idgi, err(a), err(u))
+
+
+def test_errors(model, x):
+    with pytest.raises(ValueError, match="^schedule"):
+        fastattr.explain(model, x, method="ig", schedule="random")
+    with pytest.raises(ValueError, match="^tol"):
+        fastattr.explain(model, x, method="ig", tol=0.1)  # tol without the adaptive schedule
+    for bad in (-1.0, math.nan, "0.1", True):
+        with pytest.raises(ValueError, match="^tol"):
+            fastattr.explain(model, x, method="ig", schedule="adaptive", tol=bad)
+    with pytest.raises(ValueError, match="^schedule"):
+        fastattr.explain(model, x, method="ig", schedule="adaptive", rule="middle")
+    with pytest.raises(ValueError, match="^steps"):
+        fastattr.explain(model, x, method="ig", schedule="adaptive", steps=1)
+    for method in ("vanilla", "guided_ig", "neflag"):
+        with pytest.raises(TypeError, match="schedule"):
+            fastattr.explain(model, x, method=method, schedule="adaptive")
+
+
+def test_nan_model_is_named(x):
+    """f_c NaN on part of the path only (finite at the input and the baseline): a ValueError."""
+    x0 = x[:1]
+
+    class NaNMidPath(nn.Module):
+        def forward(self, z):
+            out = z.flatten(1)[:, :3] * 2
+            a = z.flatten(1)[:, :1] / x0.flatten(1)[:, :1]  # the path fraction
+            return torch.where((a > 0.3) & (a < 0.6), out * math.nan, out)
+
+    with pytest.raises(ValueError, match="non-finite|NaN"):
+        fastattr.explain(NaNMidPath().eval(), x0, method="ig", steps=8, output="logit", schedule="adaptive")
