@@ -53,15 +53,16 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
             steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
             output="probability", batch_size: int | None = None, compile: bool = False,
             progress: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-            **method_options) -> Explanation:
+            precision: str | None = None, **method_options) -> Explanation:
     """Attribution maps (N, ...) of inputs (N, ...) with their targets, scores and completeness
     delta per input. model_dtype: the dtype a parameter-free model computes in (default: its
-    first floating parameter's)."""
+    first floating parameter's). precision: None / "fp32" (as the model is), "bf16" or "fp16"
+    (autocast a float32 model's forward and backward; maps stay float32, less accurate)."""
     v.check_model(model)
     x = v.check_inputs(inputs)
     steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
-                    channels_last=channels_last, model_dtype=model_dtype)
+                    channels_last=channels_last, model_dtype=model_dtype, precision=precision)
     x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
     b = v.check_baseline(baseline, x)
     return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
@@ -112,9 +113,10 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target=None, *, method: st
               steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
               output="probability", batch_size: int | None = None, compile: bool = False,
               channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-              **method_options) -> torch.Tensor:
+              precision: str | None = None, **method_options) -> torch.Tensor:
     """Attribution maps of `inputs` (N, ...) for `target` (None: argmax), the inputs' shape, float32
     (float64 for a float64 model)."""
     return explain(model, inputs, target, method=method, baseline=baseline, steps=steps, rule=rule,
                    idgi=idgi, backward=backward, output=output, batch_size=batch_size, compile=compile,
-                   channels_last=channels_last, model_dtype=model_dtype, **method_options).attributions
+                   channels_last=channels_last, model_dtype=model_dtype, precision=precision,
+                   **method_options).attributions

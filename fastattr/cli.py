@@ -49,7 +49,7 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
     from fastattr.backward import BACKWARDS
     from fastattr.methods import METHODS
     from fastattr.methods.integrated_gradients import RULES
-    from fastattr.model_io import OUTPUTS
+    from fastattr.model_io import OUTPUTS, PRECISIONS
 
     p.add_argument("--method", default="ig", choices=sorted(METHODS), help="attribution method (default: ig)")
     p.add_argument("--idgi", action="store_true", help="apply the IDGI correction (path methods)")
@@ -64,6 +64,9 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False, default=None,
                    help="feed the model NCHW tensors (default: channels-last for conv models, faster; "
                         "NCHW reproduces other libraries' rounding bit for bit)")
+    p.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="fp32 (default): the model as it is; bf16 / fp16: autocast a float32 model's forward "
+                        "and backward (faster on hardware with fast low-precision kernels, maps less accurate)")
     add_model_arguments(p)
 
 
@@ -131,7 +134,8 @@ def main_explain(args) -> int:
         names, images = list(bundled), torch.stack(list(bundled.values()))
     options = dict(method=args.method, idgi=args.idgi, steps=args.steps, rule=args.rule, backward=args.backward,
                    output=args.output, batch_size=args.batch_size, compile=args.compile,
-                   channels_last=uses_conv2d(model) if args.channels_last is None else args.channels_last)
+                   channels_last=uses_conv2d(model) if args.channels_last is None else args.channels_last,
+                   precision=args.precision)
     preflight(model, device, args.size, args.target, options)
     ex = explain(model, images.to(device), args.target, progress=not args.no_progress, **options)
     label = args.method + (" + IDGI" if args.idgi else "") + (" (guided)" if args.backward == "guided" else "")

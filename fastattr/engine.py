@@ -86,15 +86,20 @@ class Engine:
     scores are cast back to the points' dtype before the output form, so softmax, IDGI's output
     differences and every sum run in at least float32. model_dtype overrides the dtype read from
     the parameters (for parameter-free wrappers of callables; None and no floating parameters:
-    the model runs in the points' dtype)."""
+    the model runs in the points' dtype). precision "bf16" / "fp16" runs a float32 model's call
+    under torch.autocast (its ops' backward then runs in that dtype too); scores still come back
+    in the points' dtype and gradients in the points' dtype (model_io.check_precision)."""
 
     def __init__(self, model: nn.Module, *, output="probability", batch_size: int | None = None,
                  compile: bool = False, backward: str = "standard", progress=None,
-                 channels_last: bool | None = None, model_dtype: torch.dtype | None = None):
+                 channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
+                 precision: str | None = None):
         self.model = model
         self.output = model_io.check_output(output)
         self.device = model_device(model)
         self.model_dtype = model_io.model_dtype(model, model_io.check_model_dtype(model_dtype))
+        # the autocast dtype of the model call (None: the model's own dtype)
+        self.autocast_dtype = model_io.check_precision(precision, self.model_dtype, self.device)
         self.auto_batch = not batch_size  # chosen per input size by fit_batch()
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device)
         self.compile = compile
@@ -134,7 +139,10 @@ class Engine:
             xm = xm.contiguous(memory_format=torch.channels_last)
         if self.model_dtype is not None and xm.dtype != self.model_dtype:
             xm = xm.to(self.model_dtype)  # differentiable: the gradient comes back in x's dtype
-        raw = _compiled()(self.model, xm) if self.compile else self.model(xm)
+        # Autocast around the (compiled) call: dynamo traces under the active autocast state and
+        # guards on it; the output callable and the output form below run in x's dtype.
+        with model_io.autocast(self.device, self.autocast_dtype):
+            raw = _compiled()(self.model, xm) if self.compile else self.model(xm)
         return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
 
     def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

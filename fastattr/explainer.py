@@ -84,7 +84,7 @@ class Explainer:
                  rule: str = "left", idgi: bool = False, backward: str = "standard",
                  output="probability", batch_size: int | None = None, compile: bool = False,
                  cuda_graphs: bool | None = None, progress: bool = False, channels_last: bool | None = None,
-                 model_dtype: torch.dtype | None = None, **method_options):
+                 model_dtype: torch.dtype | None = None, precision: str | None = None, **method_options):
         v.check_model(model)
         self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi,
                                                     baseline)
@@ -99,7 +99,7 @@ class Explainer:
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward,
-                       channels_last=channels_last, model_dtype=model_dtype)
+                       channels_last=channels_last, model_dtype=model_dtype, precision=precision)
         self.engine = CudaGraphEngine(model, **options) if cuda_graphs else Engine(model, **options)
         self._baseline = baseline.detach() if isinstance(baseline, torch.Tensor) else baseline
         self._baselines: dict[tuple, torch.Tensor] = {}  # (input shape, dtype) -> broadcast baseline

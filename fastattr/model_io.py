@@ -1,6 +1,7 @@
-"""Everything about the model a user brings, in one place: the dtype it computes in, its raw output
-turned into (N, K) scores, the output forms (`output=`) that select f_c, the non-finite score
-check, and the training-mode switch. The engine calls these; methods never see a raw model."""
+"""Everything about the model a user brings, in one place: the dtype it computes in (and the
+autocast precision it may run in), its raw output turned into (N, K) scores, the output forms
+(`output=`) that select f_c, the non-finite score check, and the training-mode switch. The
+engine calls these; methods never see a raw model."""
 from __future__ import annotations
 
 import contextlib
@@ -54,6 +55,51 @@ def point_dtype(dtype: torch.dtype | None, input_dtype: torch.dtype) -> torch.dt
     if dtype == torch.float64 or (dtype is None and input_dtype == torch.float64):
         return torch.float64
     return torch.float32
+
+
+# precision=: the dtype a float32 model's forward (and so the backward of its ops) runs in under
+# torch.autocast; None and "fp32": no autocast (the model's own dtype).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision, model_dtype: torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """`precision=`: None / "fp32" (no autocast), "bf16" or "fp16" -> the autocast dtype or None.
+    Autocast applies to float32 models only (model_dtype float32, or None: a parameter-free model
+    running in the points' dtype), and only where torch.autocast supports the dtype on the device
+    (it would otherwise warn and silently run in float32). Errors name `precision`."""
+    if precision is None:
+        return None
+    if not isinstance(precision, str):
+        raise TypeError(f"precision: expected None or one of {list(PRECISIONS)}, got {type(precision).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown value {precision!r}; choose from {list(PRECISIONS)} or None")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if model_dtype not in (None, torch.float32):
+        raise ValueError(f"precision: {precision!r} autocasts a float32 model, but this model computes in "
+                         f"{model_dtype}; autocast would not lower its precision (a float16/bfloat16 model "
+                         "already runs in low precision; a float64 one is explained in float64 on purpose). "
+                         "Use precision=None, or convert the model with model.float()")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            enabled = getattr(torch.autocast(device_type=device.type, dtype=dtype), "_enabled", True)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"precision: torch.autocast cannot run {dtype} on {device.type} here ({exc}); "
+                         "use precision=None") from None
+    if caught or not enabled:
+        why = str(caught[0].message).splitlines()[0] if caught else "autocast disabled"
+        raise ValueError(f"precision: torch.autocast does not support {dtype} on {device.type} in this torch "
+                         f"({why}); use precision=None or another precision")
+    return dtype
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast(device.type, dtype) for a dtype from check_precision; a no-op for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # -- raw output -> (N, K) scores -------------------------------------------------------------------

@@ -87,7 +87,7 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
                baseline=None, steps: int | None = None, rule: str = "left", idgi: bool = False,
                backward: str = "standard", output="probability", batch_size: int | None = None,
                compile: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-               **method_options) -> Explanation:
+               precision: str | None = None, **method_options) -> Explanation:
     """SmoothGrad of `method` for inputs (N, ...): the mean over nsamples noisy copies per image of
     the method's maps (squared: of their squares; PAIR's nsamples, stdev_spread, magnitude) ->
     Explanation with maps like fastattr.explain's. target None: the argmax at the clean image (every
@@ -103,7 +103,7 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
     if "generator" in inspect.signature(spec.fn).parameters:
         method_options = dict(method_options, generator=generator)  # one seed for the whole map
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
-                    channels_last=channels_last, model_dtype=model_dtype)
+                    channels_last=channels_last, model_dtype=model_dtype, precision=precision)
     x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
     b = v.check_baseline(baseline, x)
     engine.fit_batch(x[0].numel())

@@ -71,7 +71,8 @@ def main_run(args) -> int:
     try:
         s = run(args.input, args.out, model=args.model, trust_pickle=args.trust_pickle, method=args.method, idgi=args.idgi,
                 steps=args.steps, rule=args.rule, backward=args.backward, output=args.output,
-                batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last, size=args.size,
+                batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last,
+                precision=args.precision, size=args.size,
                 target=args.target, dtype=args.dtype, shard_size=args.shard_size,
                 images_per_call=args.images_per_call, workers=args.workers, threads=args.threads,
                 device=args.device, progress=not args.no_progress, method_options=dict(args.method_option))

@@ -41,7 +41,8 @@ def preflight(model: nn.Module, device: torch.device, size: int, target, explain
             fastattr.explain(model, torch.zeros(1, 3, size, size, device=device), target, method="vanilla",
                              output=options.get("output", "probability"),
                              backward=options.get("backward", "standard"),
-                             channels_last=explain_options.get("channels_last"))
+                             channels_last=explain_options.get("channels_last"),
+                             precision=explain_options.get("precision"))
         except AssertionError as exc:
             if not str(exc).startswith("Guard failed"):
                 raise

@@ -159,7 +159,7 @@ def verify_shards(out: Path, n_shards: int, images: ImageList) -> list[str]:
 def run(input, out, *, model="default", trust_pickle: bool = False, method: str = "ig", idgi: bool = False,
         steps: int | None = None, rule: str = "left", backward: str = "standard", output: str = "probability",
         batch_size: int | None = None, compile: bool = False, channels_last: bool | None = None,
-        size: int = 224, target="predicted",
+        precision: str | None = None, size: int = 224, target="predicted",
         dtype: str = "float32", shard_size: int = 64, images_per_call: int = 16, workers: int | None = None,
         threads: int | None = None, device: str | None = None, progress: bool = True,
         method_options: dict | None = None) -> RunSummary:
@@ -188,7 +188,7 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
             channels_last = uses_conv2d(net)
         explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
                                output=output, batch_size=batch_size, compile=compile,
-                               channels_last=channels_last, **o["method_options"])
+                               channels_last=channels_last, precision=precision, **o["method_options"])
         preflight(net, d.device, size, max(images.labels) if target == "label" else
                   None if target == "predicted" else target, explain_options)
         n, n_shards = len(images), math.ceil(len(images) / shard_size)
@@ -201,6 +201,7 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
                   "batch_size": batch_size or default_batch_size(d.device, 3 * size * size),
                   "compile": bool(compile),
                   "channels_last": bool(channels_last),
+                  "precision": precision or "fp32",  # None and "fp32" are the same run
                   "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
                   "images_per_call": o["images_per_call"], "method_options": o["method_options"]}
         with contextlib.ExitStack() as held:
