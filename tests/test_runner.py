@@ -430,3 +430,17 @@ def test_image_changed_under_the_same_name_is_detected(tree, tmp_path, capsys):
     fresh = tmp_path / "fresh"
     assert _main([str(data), "--out", str(fresh), *args[3:]]) == 0
     assert _files(out) == _files(fresh)
+
+
+def test_run_json_from_before_precision_existed_resumes(tmp_path):
+    """A run.json written before the precision option existed ran float32: the same run resumes,
+    a bf16 run is refused."""
+    import json
+
+    from fastattr.runner.manifest import CONFIG, ConfigMismatch, check_config
+
+    config = {"method": "ig", "steps": 2, "precision": "fp32"}
+    (tmp_path / CONFIG).write_text(json.dumps({"method": "ig", "steps": 2}))
+    check_config(tmp_path, config, write=True, started=True)
+    with pytest.raises(ConfigMismatch, match="precision"):
+        check_config(tmp_path, dict(config, precision="bf16"), write=True, started=True)

@@ -15,6 +15,9 @@ MANIFEST = "manifest.jsonl"
 # Recorded in run.json (as the run that created it named it) but not compared: a relative and an
 # absolute path to the same model file are the same run; the model's identity is model_sha256.
 NOT_COMPARED = ("model",)
+# Options added to run.json after runs were made, with the value those runs used: their folders
+# stay resumable.
+ADDED_OPTIONS = {"precision": "fp32"}
 
 
 class ConfigMismatch(UserError):
@@ -40,6 +43,7 @@ def check_config(out: Path, config: dict, write: bool, started: bool = True) -> 
             write_atomic(path, data)
             return
         raise ConfigMismatch(f"--out: cannot read {path} ({exc}); use a new output folder") from None
+    old = {**ADDED_OPTIONS, **old}  # a run.json written before an option existed ran its default
     diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
             if k not in NOT_COMPARED and old.get(k) != config.get(k)]
     if diff and write and not started:
