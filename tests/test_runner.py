@@ -444,3 +444,4 @@ def test_run_json_from_before_precision_existed_resumes(tmp_path):
     check_config(tmp_path, config, write=True, started=True)
     with pytest.raises(ConfigMismatch, match="precision"):
         check_config(tmp_path, dict(config, precision="bf16"), write=True, started=True)
+    check_config(tmp_path, {"method": "ig", "steps": 2}, write=True, started=True)  # eval records none

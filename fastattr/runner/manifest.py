@@ -43,7 +43,8 @@ def check_config(out: Path, config: dict, write: bool, started: bool = True) -> 
             write_atomic(path, data)
             return
         raise ConfigMismatch(f"--out: cannot read {path} ({exc}); use a new output folder") from None
-    old = {**ADDED_OPTIONS, **old}  # a run.json written before an option existed ran its default
+    # a run.json written before an option existed ran with its default (runs that record the option)
+    old = {**{k: v for k, v in ADDED_OPTIONS.items() if k in config}, **old}
     diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
             if k not in NOT_COMPARED and old.get(k) != config.get(k)]
     if diff and write and not started:
