@@ -26,7 +26,7 @@ def _load_model(spec: str, trust_pickle: bool):
 
 
 def _model_id(spec: str) -> dict:
-    from fastattr.evaluation.loop import file_sha256
+    from fastattr.runner.shards import file_sha256
 
     return {"model": spec, "model_sha256": None if spec == "default" else file_sha256(spec)}
 

@@ -260,3 +260,33 @@ def test_a_variant_the_model_refuses_is_listed_not_fatal(tree, tmp_path, monkeyp
     assert labels == ["vanilla", "ig", "ig + IDGI"]  # the order --methods gave
     md = (tmp_path / "o" / "table.md").read_text(encoding="utf-8")
     assert "Not evaluated" in md and "ig (guided bwd): ValueError: backward: 'guided'" in md and s.failed == 0
+
+
+def test_damaged_eval_shards_are_recomputed_and_the_folder_is_locked(tree, reference, capsys):
+    """Issue 16 items 10 and 11 for eval as for run: a truncated shard is named and computed
+    again (the folder ends byte-identical), and an eval on a folder another run holds is refused."""
+    import shutil
+
+    from fastattr.runner.lock import FolderBusy
+
+    out = tree / "damaged_eval"
+    shutil.copytree(reference, out)
+    shard = out / "shard-000000.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    (out / "table.md").unlink()
+    _eval(tree, out)
+    err = capsys.readouterr().err
+    assert f"shard-000000.safetensors: it has {len(data) // 2} bytes, its record says {len(data)} (truncated" in err
+    assert _files(out) == _files(reference)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from fastattr.runner.lock import folder_lock\n"
+                               "with folder_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(FolderBusy, match="in use by another fastattr run"):
+            _eval(tree, out)
+    finally:
+        holder.kill()
+        holder.wait()

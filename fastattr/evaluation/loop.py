@@ -8,6 +8,7 @@ a resumed or distributed eval writes the same bytes as one uninterrupted process
 thread count."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import sys
@@ -25,7 +26,10 @@ from fastattr.evaluation.summary import cells, resamples
 from fastattr.evaluation.variants import Variant
 from fastattr.runner.distributed import default_threads, setup, teardown
 from fastattr.runner.manifest import check_config
-from fastattr.runner.shards import WriteError, clean_temporaries, load_shard, read_records, shard_name, write_shard
+from fastattr.runner.run import verify_shards
+from fastattr.runner.lock import folder_lock
+from fastattr.runner.shards import (SHARD_GLOB, WriteError, clean_temporaries, load_shard,
+                                    read_records, shard_name, write_shard)
 
 TARGETS = ("predicted", "label")
 
@@ -42,15 +46,6 @@ class EvalSummary:
     seconds: float
     failed: int | None = None  # rank 0: images that could not be read
     table: Path | None = None
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes (the model file: a resumed eval must use the same model)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fingerprint(names: list[str]) -> str:
@@ -198,56 +193,61 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
                   "output": output, "batch_size": batch_size, "target": target, "min_pred": min_pred,
                   "shard_size": shard_size, "images_per_call": images_per_call, "sample": sample, "seed": seed,
                   "maps_run": maps_run.options | {"folder": str(maps_run.folder.resolve())} if maps_run else None}
-        if d.rank == 0:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WriteError(f"--out: cannot create {out}: {exc}") from exc
-            clean_temporaries(out)
-            check_config(out, config, write=True)
-        d.barrier()
-        if d.rank != 0:
-            check_config(out, config, write=False)
-        pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
-        d.barrier()  # every rank has listed the same pending shards before any new one appears
-        mine = pending[d.rank::d.world]
-        groups, owner = [], []
-        for k in mine:
-            block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
-            for j in range(0, len(block), images_per_call):
-                groups.append(block[j:j + images_per_call])
-                owner.append(k)
-        t0 = time.perf_counter()
-        if groups:
-            if workers is None:
-                workers = min(2, len(groups))
-            bar = tqdm(total=sum(len(g) for g in groups), unit="img", dynamic_ncols=True, file=sys.stderr,
-                       desc="fastattr eval" + (f" rank 0/{d.world}" if d.world > 1 else ""),
-                       disable=not progress or d.rank != 0)
-            records, samples, failed = [], {}, 0
-            try:
-                for gi, batch in enumerate(source.batches(groups, workers, pin_memory=d.device.type == "cuda")):
-                    recs, smp = _score_group(model, source, batch, variants, opts, maps_run, target, d)
-                    records += recs
-                    samples.update(smp)
-                    failed += len(batch.failed)
-                    bar.update(len(batch.indices))
-                    if failed:
-                        bar.set_postfix(failed=failed, refresh=False)
-                    k = owner[gi]
-                    if gi + 1 == len(groups) or owner[gi + 1] != k:
-                        keys = sorted(samples)  # image * len(variants) + variant position
-                        block = torch.stack([samples[s] for s in keys]) if keys else \
-                            torch.zeros(0, 3, source.size, source.size)
-                        write_shard(out / shard_name(k), block, torch.tensor(keys, dtype=torch.int64), records)
-                        records, samples = [], {}
-            finally:
-                bar.close()
-        summary = EvalSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups), time.perf_counter() - t0)
-        d.barrier()  # all shards exist
-        if d.rank == 0:
-            summary.table, summary.failed = write_outputs(out, source, n_shards, variants, metrics, min_pred,
-                                                          bootstrap, seed, sample, header)
+        with contextlib.ExitStack() as held:
+            if d.rank == 0:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WriteError(f"--out: cannot create {out}: {exc}") from exc
+                held.enter_context(folder_lock(out))  # one eval per folder, before anything is touched
+                check_config(out, config, write=True, started=any(out.glob(SHARD_GLOB)))
+                clean_temporaries(out)
+                for msg in verify_shards(out, n_shards, None):  # truncated / corrupt: computed again
+                    print(f"fastattr eval: {msg}", file=sys.stderr)
+            d.barrier()
+            if d.rank != 0:
+                check_config(out, config, write=False)
+            pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
+            d.barrier()  # every rank has listed the same pending shards before any new one appears
+            mine = pending[d.rank::d.world]
+            groups, owner = [], []
+            for k in mine:
+                block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
+                for j in range(0, len(block), images_per_call):
+                    groups.append(block[j:j + images_per_call])
+                    owner.append(k)
+            t0 = time.perf_counter()
+            if groups:
+                if workers is None:
+                    workers = min(2, len(groups))
+                bar = tqdm(total=sum(len(g) for g in groups), unit="img", dynamic_ncols=True, file=sys.stderr,
+                           desc="fastattr eval" + (f" rank 0/{d.world}" if d.world > 1 else ""),
+                           disable=not progress or d.rank != 0)
+                records, samples, failed = [], {}, 0
+                try:
+                    for gi, batch in enumerate(source.batches(groups, workers, pin_memory=d.device.type == "cuda")):
+                        recs, smp = _score_group(model, source, batch, variants, opts, maps_run, target, d)
+                        records += recs
+                        samples.update(smp)
+                        failed += len(batch.failed)
+                        bar.update(len(batch.indices))
+                        if failed:
+                            bar.set_postfix(failed=failed, refresh=False)
+                        k = owner[gi]
+                        if gi + 1 == len(groups) or owner[gi + 1] != k:
+                            keys = sorted(samples)  # image * len(variants) + variant position
+                            block = torch.stack([samples[s] for s in keys]) if keys else \
+                                torch.zeros(0, 3, source.size, source.size)
+                            write_shard(out / shard_name(k), block, torch.tensor(keys, dtype=torch.int64), records)
+                            records, samples = [], {}
+                finally:
+                    bar.close()
+            summary = EvalSummary(out, n, n_shards, len(mine), sum(len(g) for g in groups),
+                                  time.perf_counter() - t0)
+            d.barrier()  # all shards exist
+            if d.rank == 0:
+                summary.table, summary.failed = write_outputs(out, source, n_shards, variants, metrics, min_pred,
+                                                              bootstrap, seed, sample, header)
         return summary
     finally:
         torch.set_num_threads(old_threads)

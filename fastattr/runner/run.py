@@ -127,10 +127,10 @@ def _load(model, trust_pickle: bool) -> tuple[nn.Module, dict]:
     return net, {"model": name, "model_sha256": file_sha256(default_weights_path() if name == "default" else name)}
 
 
-def verify_shards(out: Path, n_shards: int, images: ImageList) -> list[str]:
+def verify_shards(out: Path, n_shards: int, images: ImageList | None) -> list[str]:
     """Remove every shard of out that would be wrong to keep - not matching its size + sha256
-    record, unreadable, or made from an image file that changed since (size or mtime) - so that
-    it is computed again; returns one message per shard removed."""
+    record, unreadable, or (images given) made from an image file that changed since (size or
+    mtime) - so that it is computed again; returns one message per shard removed."""
     problems = []
     for k in range(n_shards):
         path = out / shard_name(k)
@@ -144,7 +144,7 @@ def verify_shards(out: Path, n_shards: int, images: ImageList) -> list[str]:
             except Exception as exc:  # noqa: BLE001 - matches its checksum but is no shard we can read
                 problem = f"it cannot be read ({type(exc).__name__}: {exc})"
             else:
-                changed = [r["path"] for r in records
+                changed = [] if images is None else [r["path"] for r in records
                            if r.get("path") != images.paths[r["index"]]
                            or {key: r.get(key) for key in ("file_bytes", "file_mtime_ns")} != images.file_stat(r["index"])]
                 if changed:
