@@ -113,11 +113,15 @@ def main_explain(args) -> int:
     from fastattr.models import class_name, load_model
     from fastattr.runner.distributed import check_device
     from fastattr.runner.preflight import preflight
-    from fastattr.runner.shards import check_out_folder
+    from fastattr.runner.shards import check_out_folder, write_error
     from fastattr.viz import save_heatmap
 
     out = Path(args.out)
     check_out_folder(out)
+    try:  # before any computation: an unwritable --out fails in a second, not after the maps
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
     device = check_device(args.device)
     model = load_model(args.model, trust_pickle=args.trust_pickle).to(device)
     if args.images:
@@ -146,9 +150,12 @@ def main_explain(args) -> int:
         c = int(ex.target[i])
         cname = class_name(c) if args.model == "default" else str(c)
         png, npy = out / f"{name}_{tag}.png", out / f"{name}_{tag}.npy"
-        png.parent.mkdir(parents=True, exist_ok=True)
-        np.save(npy, ex.attributions[i].cpu().numpy())
-        save_heatmap(png, images[i], ex.attributions[i], title=f"{name}: {cname} ({c}), {label}")
+        try:
+            png.parent.mkdir(parents=True, exist_ok=True)
+            np.save(npy, ex.attributions[i].cpu().numpy())
+            save_heatmap(png, images[i], ex.attributions[i], title=f"{name}: {cname} ({c}), {label}")
+        except OSError as exc:
+            raise write_error(png, exc) from exc
         print(f"{name:<{width}} {cname + f' ({c})':<28} {float(ex.scores[i]):>11.4f} {float(ex.delta[i]):>11.2e}  {png}")
     print(f"{ex.grad_evals} gradient evaluations; delta = sum(map) - (f(x) - f(path start))")
     return 0
@@ -179,16 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The `fastattr` command. A UserError (bad option, unreadable file, busy folder) prints one
-    line and returns 2 (FASTATTR_DEBUG=1: the traceback too); any other exception is a bug and
-    keeps its traceback."""
+    line and returns 2, an output write error (WriteError: disk full, read-only, no such folder)
+    one line and 1 (FASTATTR_DEBUG=1: the traceback too); any other exception is a bug and keeps
+    its traceback."""
+    from fastattr.runner.shards import WriteError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except (UserError, WriteError) as exc:
         if os.environ.get("FASTATTR_DEBUG"):
             raise
         print(f"fastattr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, WriteError) else 2
     except KeyboardInterrupt:
         print(f"fastattr {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -245,3 +245,13 @@ def test_internal_bug_keeps_its_traceback(files, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="an internal bug"):
         main(["explain", str(files / "a/cat.png"), "--model", str(files / "model.pt2"), "--size", "32",
               "--out", str(tmp_path), "--no-progress"])
+
+
+def test_unwritable_out_is_one_line_and_exit_1(tmp_path):
+    """An --out that cannot be created (/proc/x) is a write error: one line naming it, exit code
+    1, before any map is computed (it used to be a raw FileNotFoundError after the maps)."""
+    res = run_fastattr("explain", "--steps", "2", "--size", "32", "--out", "/proc/fastattr_x", "--no-progress",
+                       cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().startswith("fastattr explain: error: cannot write /proc/fastattr_x")
+    assert "Traceback" not in res.stderr and "IG" not in res.stdout
