@@ -6,7 +6,11 @@ The captum call as its users write it: EfficientNet-Lite0 at 224x224 behind a la
 softmax, IntegratedGradients(...).attribute(x, target=t, n_steps=32, method="gausslegendre",
 internal_batch_size=8), once with `from captum.attr import ...` and once with
 `from fastattr.captum import ...`. Prints the largest difference (relative to captum's largest
-magnitude; the issue asks <= 1e-3), then interleaved medians (bench/harness.py) with ratios to the
+magnitude; the issue asks <= 1e-3), the same with channels_last=False (NCHW, as captum feeds the
+model: what is left of the difference is the channels-last convolutions' rounding, which depends on
+the thread count), and how far each float32 map is from a float64 run of the same model (captum's IG
+of model.double() on double inputs; fastattr.captum's float64 map equals it to ~1e-15), then
+interleaved medians (bench/harness.py) with ratios to the
 model-only floor for the same number of gradient evaluations, and the captum / fastattr.captum
 ratio. SmoothGrad rows: fastattr.smoothgrad (vanilla, nsamples copies) and NoiseTunnel(Saliency)
 of both libraries, against the floor for nsamples gradient evaluations per image.
@@ -14,6 +18,7 @@ of both libraries, against the floor for nsamples gradient evaluations per image
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -66,6 +71,17 @@ def main() -> None:
     rel = ((ours - ref).abs().max() / ref.abs().max()).item()
     print(f"fastattr.captum vs captum IG (gausslegendre, {args.steps} steps): max |diff| / max |captum| = "
           f"{rel:.2e} ({'ok' if rel <= 1e-3 else 'ABOVE'} 1e-3)")
+    nchw = fc.IntegratedGradients(fwd).attribute(x, channels_last=False, **ig_kw)
+    rel_nchw = ((nchw - ref).abs().max() / ref.abs().max()).item()
+    print(f"  with channels_last=False (NCHW inputs, as captum's): {rel_nchw:.2e} "
+          "(the rest of the difference is channels-last convolution rounding)")
+    model64 = copy.deepcopy(model).double()
+    ref64 = IntegratedGradients(lambda inp: model64(inp).softmax(-1)).attribute(x.double(), **ig_kw)
+    del model64
+    err64 = lambda a: ((a.double() - ref64).abs().max() / ref64.abs().max()).item()  # noqa: E731
+    print(f"  against float64 (captum IG of model.double(), double inputs): max |map - f64| / max |f64| = "
+          f"{err64(ours):.3e} fastattr.captum (channels-last), {err64(nchw):.3e} fastattr.captum NCHW, "
+          f"{err64(ref):.3e} captum")
     torch.manual_seed(0)
     ref_nt = NoiseTunnel(Saliency(fwd)).attribute(x, **nt_kw)
     torch.manual_seed(0)

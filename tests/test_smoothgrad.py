@@ -78,15 +78,20 @@ def test_smoothgrad_target_defaults_to_clean_argmax_and_zero_spread_is_the_metho
 
 
 def test_smoothgrad_costs_only_the_gradients(small_cnn, small_images):
-    """Vanilla SmoothGrad: one forward of the clean images (target, scores), one of their baselines
-    (the delta), and one forward+backward per copy, nothing more; IG: copies x steps gradients."""
+    """Vanilla SmoothGrad: one forward pass of the clean images (target, scores) and one zero image
+    (vanilla's baseline for every image: the delta), and one forward+backward per copy, nothing
+    more; IG: copies x steps gradients."""
     points = []
     hook = small_cnn.register_forward_pre_hook(lambda mod, args: points.append(args[0].shape[0]))
     try:
         e = fastattr.smoothgrad(small_cnn, small_images, nsamples=5, batch_size=8)
         assert e.grad_evals == 4 * 5
-        assert sum(points) == 4 + 4 * 5 + 4
+        assert points[0] == 4 + 1  # the clean images and the zero image, one forward
+        assert sum(points) == 4 + 1 + 4 * 5
         assert max(points) == 8  # copies of different images share chunks
+        plain = fastattr.explain(small_cnn, small_images, e.target, method="vanilla")
+        torch.testing.assert_close(e.scores, plain.scores)
+        torch.testing.assert_close(e.baseline_scores, plain.baseline_scores)  # f_c at zeros
         points.clear()
         e = fastattr.smoothgrad(small_cnn, small_images, method="ig", steps=6, nsamples=5)
         assert e.grad_evals == 4 * 5 * 6
@@ -135,3 +140,17 @@ def test_smoothgrad_dtypes_ranks_and_public_export():
     assert e.attributions.shape == (5, 6)
     assert_close_to_max(e.attributions, loop_oracle(mlp, tab, e.target, 3, 0.15, False, 2, method="ig", steps=4), 1e-5)
     assert "smoothgrad" in fastattr.__all__ and fastattr.smoothgrad is smoothing.smoothgrad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noisy_copies_are_the_documented_draws_bit_for_bit(dtype):
+    """The copies are drawn in place (no temporaries), with the roundings of the documented
+    x_i + sigma_i * noise.to(dtype), noise drawn per image in float32 on the CPU."""
+    x = torch.rand(3, 3, 10, 7, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    copies, sigma = smoothing.noisy_copies(x, 4, 0.2, torch.Generator().manual_seed(6))
+    g = torch.Generator().manual_seed(6)
+    for i in range(3):
+        s = 0.2 * (x[i].max() - x[i].min())
+        noise = torch.randn((4, *x.shape[1:]), generator=g, dtype=torch.float32)
+        assert torch.equal(sigma[i], s)
+        assert torch.equal(copies[4 * i:4 * i + 4], x[i] + s * noise.to(dtype))

@@ -135,7 +135,11 @@ def _add_noise(x: torch.Tensor, sd: float, copies: int) -> torch.Tensor:
     """captum's _add_noise_to_input: copies noisy rows per example, example-major. The noise is drawn
     exactly as captum draws it (torch.normal with a float32 std tensor on x's device)."""
     shape = (x.shape[0] * copies,) + tuple(x.shape[1:])
-    noise = torch.normal(0, torch.tensor(sd, device=x.device).repeat(shape))
+    std = torch.tensor(sd, device=x.device)
+    # torch.normal(0, std.repeat(shape)) is normal_(0, 1) scaled by std, plus 0 (aten's
+    # normal_out_impl): the same draws and the same product as randn * std, without building the
+    # full std tensor. (+ 0 only turns a -0.0 draw into +0.0; x + noise does not see the sign.)
+    noise = torch.randn(shape, dtype=std.dtype, device=x.device).mul_(std)
     return x.repeat_interleave(copies, dim=0) + noise
 
 
