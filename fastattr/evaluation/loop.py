@@ -25,11 +25,8 @@ from fastattr.evaluation.scoring import METRICS, as_array, flatten, score_maps
 from fastattr.evaluation.summary import cells, resamples
 from fastattr.evaluation.variants import Variant
 from fastattr.runner.distributed import default_threads, setup, teardown
-from fastattr.runner.manifest import check_config
-from fastattr.runner.run import verify_shards
-from fastattr.runner.lock import folder_lock
-from fastattr.runner.shards import (SHARD_GLOB, WriteError, clean_temporaries, load_shard,
-                                    read_records, shard_name, write_shard)
+from fastattr.runner.run import claim_shards
+from fastattr.runner.shards import load_shard, read_records, shard_name, write_shard
 
 TARGETS = ("predicted", "label")
 
@@ -194,28 +191,7 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
                   "shard_size": shard_size, "images_per_call": images_per_call, "sample": sample, "seed": seed,
                   "maps_run": maps_run.options | {"folder": str(maps_run.folder.resolve())} if maps_run else None}
         with contextlib.ExitStack() as held:
-            if d.rank == 0:
-                try:
-                    out.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise WriteError(f"--out: cannot create {out}: {exc}") from exc
-                held.enter_context(folder_lock(out))  # one eval per folder, before anything is touched
-                check_config(out, config, write=True, started=any(out.glob(SHARD_GLOB)))
-                clean_temporaries(out)
-                for msg in verify_shards(out, n_shards, None):  # truncated / corrupt: computed again
-                    print(f"fastattr eval: {msg}", file=sys.stderr)
-            d.barrier()
-            if d.rank != 0:
-                check_config(out, config, write=False)
-            pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
-            d.barrier()  # every rank has listed the same pending shards before any new one appears
-            mine = pending[d.rank::d.world]
-            groups, owner = [], []
-            for k in mine:
-                block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
-                for j in range(0, len(block), images_per_call):
-                    groups.append(block[j:j + images_per_call])
-                    owner.append(k)
+            mine, groups, owner, _ = claim_shards(held, out, config, n, shard_size, images_per_call, d, None, "eval")
             t0 = time.perf_counter()
             if groups:
                 if workers is None:

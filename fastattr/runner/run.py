@@ -156,6 +156,41 @@ def verify_shards(out: Path, n_shards: int, images: ImageList | None) -> list[st
     return problems
 
 
+def claim_shards(held: contextlib.ExitStack, out: Path, config: dict, n: int, shard_size: int, per_call: int,
+                 d, images: ImageList | None, command: str) -> tuple[list[int], list[list[int]], list[int], list[str]]:
+    """The start of a sharded job in `out` (fastattr run and eval): rank 0 creates the folder,
+    takes its lock (held until `held` closes), checks run.json against config, cleans temporaries
+    and verifies finished shards (bad ones removed, named on stderr); every rank then claims its
+    share of the missing shards. -> (my shards, groups of image indices of at most per_call,
+    the shard of each group, rank 0's messages about shards computed again)."""
+    n_shards = math.ceil(n / shard_size)
+    repaired = []
+    if d.rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"--out: cannot create {out}: {exc}") from exc
+        held.enter_context(folder_lock(out))  # before anything in the folder is touched
+        check_config(out, config, write=True, started=any(out.glob(SHARD_GLOB)))
+        clean_temporaries(out)
+        repaired = verify_shards(out, n_shards, images)
+        for msg in repaired:
+            print(f"fastattr {command}: {msg}", file=sys.stderr)
+    d.barrier()
+    if d.rank != 0:
+        check_config(out, config, write=False)
+    pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
+    d.barrier()  # every rank has listed the same pending shards before any new one appears
+    mine = pending[d.rank::d.world]
+    groups, owner = [], []
+    for k in mine:
+        block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
+        for j in range(0, len(block), per_call):
+            groups.append(block[j:j + per_call])
+            owner.append(k)
+    return mine, groups, owner, repaired
+
+
 def run(input, out, *, model="default", trust_pickle: bool = False, method: str = "ig", idgi: bool = False,
         steps: int | None = None, rule: str = "left", backward: str = "standard", output: str = "probability",
         batch_size: int | None = None, compile: bool = False, channels_last: bool | None = None,
@@ -205,30 +240,8 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
                   "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
                   "images_per_call": o["images_per_call"], "method_options": o["method_options"]}
         with contextlib.ExitStack() as held:
-            repaired = []
-            if d.rank == 0:
-                try:
-                    out.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise WriteError(f"--out: cannot create {out}: {exc}") from exc
-                held.enter_context(folder_lock(out))  # before anything in the folder is touched
-                check_config(out, config, write=True, started=any(out.glob(SHARD_GLOB)))
-                clean_temporaries(out)
-                repaired = verify_shards(out, n_shards, images)
-                for msg in repaired:
-                    print(f"fastattr run: {msg}", file=sys.stderr)
-            d.barrier()
-            if d.rank != 0:
-                check_config(out, config, write=False)
-            pending = [k for k in range(n_shards) if not (out / shard_name(k)).exists()]
-            d.barrier()  # every rank has listed the same pending shards before any new one appears
-            mine = pending[d.rank::d.world]
-            groups, owner = [], []
-            for k in mine:
-                block = list(range(k * shard_size, min((k + 1) * shard_size, n)))
-                for j in range(0, len(block), o["images_per_call"]):
-                    groups.append(block[j:j + o["images_per_call"]])
-                    owner.append(k)
+            mine, groups, owner, repaired = claim_shards(held, out, config, n, shard_size, o["images_per_call"], d,
+                                                         images, "run")
             names = class_name if model_id["model"] == "default" else None  # ImageNet names
             t0 = time.perf_counter()
             _loop(net, images, groups, owner, out, d, target, dtype, size, names,
