@@ -6,7 +6,6 @@ and maps.png. The loop lives in fastattr/evaluation/."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 
@@ -14,15 +13,6 @@ from fastattr.evaluation.scoring import METRICS
 from fastattr.evaluation.variants import Variant, variants
 
 __all__ = ["add_eval_arguments", "main_eval", "run_eval", "Variant", "variants", "METRICS"]
-
-
-def _load_model(spec: str, trust_pickle: bool):
-    """fastattr.models.load_model, with trust_pickle where that version of it takes the flag."""
-    from fastattr.models import load_model
-
-    if "trust_pickle" in inspect.signature(load_model).parameters:
-        return load_model(spec, trust_pickle=trust_pickle)
-    return load_model(spec)
 
 
 def _model_id(spec: str) -> dict:
@@ -115,7 +105,9 @@ def run_eval(data=None, out="fastattr_eval", *, model: str = "default", masks=No
         if tgt != "predicted" or run_maps.options["target"] != "predicted":
             tgt = "run"  # the metrics explain the class the run's maps were made for
     metrics = check_metrics(metrics, source.size, bool(masks) or source.kind == "bundled")
-    net = _load_model(model, trust_pickle)
+    from fastattr.models import load_model
+
+    net = load_model(model, trust_pickle=trust_pickle)
     if metric_workers is None:  # image side of PIC in processes: the cores of this rank
         per_rank = max(1, cpu_count() // max(1, int(__import__("os").environ.get("LOCAL_WORLD_SIZE", "1"))))
         metric_workers = per_rank if per_rank > 1 else 0
