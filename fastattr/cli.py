@@ -118,10 +118,6 @@ def main_explain(args) -> int:
 
     out = Path(args.out)
     check_out_folder(out)
-    try:  # before any computation: an unwritable --out fails in a second, not after the maps
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(out, exc) from exc
     device = check_device(args.device)
     model = load_model(args.model, trust_pickle=args.trust_pickle).to(device)
     if args.images:
@@ -141,6 +137,10 @@ def main_explain(args) -> int:
                    channels_last=uses_conv2d(model) if args.channels_last is None else args.channels_last,
                    precision=args.precision)
     preflight(model, device, args.size, args.target, options)
+    try:  # checked options and model, before any computation: an unwritable --out fails in seconds
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
     ex = explain(model, images.to(device), args.target, progress=not args.no_progress, **options)
     label = args.method + (" + IDGI" if args.idgi else "") + (" (guided)" if args.backward == "guided" else "")
     tag = args.method + ("_idgi" if args.idgi else "") + ("_guided" if args.backward == "guided" else "")
