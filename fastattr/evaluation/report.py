@@ -131,14 +131,22 @@ def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], variants: 
     kinds = [k for k in ("insertion", "deletion") if curves.get(k)]
     if not kinds:
         return False
+    import matplotlib
+
     fig = Figure(figsize=(5.5 * len(kinds), 4.2), dpi=100, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(kinds)))
+    # One colour pair per method (tab20: dark = standard backward, light = guided), dashed = IDGI:
+    # 14 variants with the default 10-colour cycle gave two methods the same line.
+    methods = list(dict.fromkeys(v.method for v in variants))
+    pairs = matplotlib.colormaps["tab20"].colors
     for ax, kind in zip(axes, kinds):
         for v in variants:
             y = curves[kind].get(v.key)
             if y is not None and len(y):
                 y = np.nanmean(y, axis=0)
-                ax.plot(np.linspace(0, 1, len(y)), y, label=v.label, linestyle="--" if v.idgi else "-")
+                colour = pairs[(2 * methods.index(v.method) + (v.backward == "guided")) % len(pairs)]
+                ax.plot(np.linspace(0, 1, len(y)), y, label=v.label, linestyle="--" if v.idgi else "-",
+                        color=colour)
         ax.set_xlabel("fraction of pixels " + ("inserted" if kind == "insertion" else "deleted"))
         ax.set_ylabel("p(class), mean over images")
         ax.set_title(kind)
