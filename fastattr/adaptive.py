@@ -258,7 +258,7 @@ class AdaptivePath:
             else:
                 scale = float(self.weight(s[t + 1]) - self.weight(s[t]))
             ind[t] = scale * diff
-        return np.nan_to_num(ind, nan=math.inf), s
+        return np.where(np.isnan(ind), math.inf, ind), s  # (nan_to_num would turn inf into 1.8e308)
 
     def _split(self, im: _Image, j: int, size: int) -> list[float]:
         """The midpoints of the `size` intervals of image j with the largest indicators (ties: the
@@ -276,7 +276,8 @@ class AdaptivePath:
             nrm = float(maps[j].norm())
             # root sum of squares: the intervals' errors add like independent vectors (the plain
             # sum over-estimated the error 8-16x on EfficientNet-Lite0; docs/adaptive.md)
-            total = float(np.sqrt(np.square(self._indicators(images[j], j)[0]).sum()))
+            ind = self._indicators(images[j], j)[0]  # inf: an interval not measurable yet (one point)
+            total = float(np.sqrt(np.square(ind).sum())) if np.isfinite(ind).all() else math.inf
             images[j].estimate = total / nrm if nrm > 0 else (0.0 if total == 0 else math.inf)
         return maps
 

@@ -211,3 +211,29 @@ def test_nan_model_is_named(x):
 
     with pytest.raises(ValueError, match="non-finite|NaN"):
         fastattr.explain(NaNMidPath().eval(), x0, method="ig", steps=8, output="logit", schedule="adaptive")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_one_point_first_round_with_tol(model, x):
+    """IDGI with steps=8 starts from one point (its interval cannot be measured yet: estimate
+    inf, so it refines); no overflow warning from the estimate (inf was turned into 1.8e308)."""
+    e = fastattr.explain(model, x, method="ig", idgi=True, steps=8, schedule="adaptive", tol=1e-9)
+    assert e.grad_evals == 24 and torch.isfinite(e.extras["error_estimate"]).all()
+
+
+def test_runner_takes_the_schedule_as_a_method_option(model, tmp_path):
+    """`fastattr run ... -O schedule=adaptive -O tol=...`: the runner's grad_evals per image come
+    from the schedule's own count."""
+    import numpy as np
+    from PIL import Image
+
+    from fastattr.runner import read_manifest, run
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((20, 20, 3)) * 255).astype("uint8")).save(
+            tmp_path / "in" / f"im{i}.png")
+    run(tmp_path / "in", tmp_path / "out", model=model, steps=16, size=16, idgi=True, progress=False,
+        method_options={"schedule": "adaptive"})
+    recs = read_manifest(tmp_path / "out")
+    assert [r["grad_evals"] for r in recs] == [16, 16] and all(abs(r["delta"]) < 1e-6 for r in recs)
