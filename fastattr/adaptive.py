@@ -164,12 +164,13 @@ class AdaptivePath:
         first = max(1 if self.idgi else 2, math.ceil(self.budget * ROUND_SHARE))
         grid = [k / first for k in range(first)] if self.idgi else [k / (first - 1) for k in range(first)]
         new = {j: list(grid) for j in range(count)}
-        rounds = 0
+        rounds, maps = 0, None
         while new:
             self._evaluate(g0, images, new)
             rounds += 1
+            maps = None
             if self.tol is not None:  # the estimate needs the map's norm: only when tol asks for it
-                self._estimate(images, list(new))
+                maps = self._estimate(images, list(new))
                 for j in new:
                     images[j].done = images[j].estimate <= self.tol
             new = {}
@@ -183,7 +184,8 @@ class AdaptivePath:
                     new[j] = ss
                 else:  # every interval's ends agree: nothing left to refine
                     im.done = True
-        maps = self._estimate(images, range(count))
+        if maps is None:  # (with tol, the last round's maps and estimates are already the final ones)
+            maps = self._estimate(images, range(count))
         for j, im in enumerate(images):
             estimate[g0 + j] = im.estimate
             evals[g0 + j] = im.used
@@ -218,10 +220,10 @@ class AdaptivePath:
             rows = self.row(i, s_all[k], y, g).reshape(len(k), -1)
             sl = slots[k.cpu()]
             self.rows[sl.to(dev)] = rows
-            amax = rows.abs().amax(1)
-            self.y[sl.numpy()] = y.double().cpu().numpy()
-            self.norms2[sl.numpy()] = rows.double().square().sum(1).cpu().numpy() if self.idgi else 0.0
-            self.finite[sl.numpy()] = torch.isfinite(amax).cpu().numpy()
+            at = sl.numpy()
+            self.y[at] = y.double().cpu().numpy()
+            self.norms2[at] = rows.double().square().sum(1).cpu().numpy() if self.idgi else 0.0
+            self.finite[at] = torch.isfinite(rows.abs().amax(1)).cpu().numpy()
 
         walk_points(self.ctx, i_all, torch.arange(len(img), device=dev), point, consume)
 
