@@ -119,6 +119,7 @@ def test_eval_command(tmp_path):
     res = run_fastattr("eval", "--methods", "vanilla", "--metrics", "insertion", "--max-images", "1", "--steps", "2",
                    "--out", "e", "--no-progress", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "1/1 [" not in res.stderr  # --no-progress: no bar
     out = tmp_path / "e"
     assert "Insertion" in (out / "table.md").read_text()
     with open(out / "table.csv", newline="") as f:

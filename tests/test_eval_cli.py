@@ -36,6 +36,9 @@ def test_eval_insertion_command_writes_every_file(tmp_path):
     res = _fastattr("eval", "--methods", "vanilla", "--metrics", "insertion", "--max-images", "1",
                     "--steps", "2", "--out", "e", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    # the progress bar (on by default; stderr, so stdout stays clean): images done of the total
+    assert "fastattr eval" in res.stderr and "1/1 [" in res.stderr and "img" in res.stderr, res.stderr[-3000:]
+    assert "1/1 [" not in res.stdout
     out = tmp_path / "e"
     _check_outputs(out, 1, ["insertion"])
     assert "| vanilla |" in (out / "table.md").read_text(encoding="utf-8")
