@@ -4,14 +4,17 @@
                                    [--skip-accuracy] [--skip-time] [--skip-precision] [--plot docs/adaptive.png]
 
 1. Accuracy: per method variant (IG, IDGI-IG, Blur IG, IDGI-Blur IG), the relative L2 distance
-   ||A - A_ref|| / ||A_ref|| per image to a long uniform run (--ref-steps; 301 shares no point with
-   the dyadic grids of the candidates but 0: its grid is k/301, or k/300 for trapezoid references
-   which share 0, 1/4, 1/2, 3/4, 1), median and quartiles over the images, for uniform (the
-   method's default rule) and adaptive schedules at each budget of gradient evaluations; and the
-   insertion AUC (black base) of the maps at --insertion-budget. Riemann references use the
-   trapezoid rule (second order: the left rule's own first-order bias would favour left-rule
-   candidates); IDGI references its own uniform left grid. Plot to --plot. tol: evaluations spent
-   and error reached with --tol at --tol-budget.
+   ||A - A_ref|| / ||A_ref|| per image to a long run, median and quartiles over the images, for
+   uniform (the method's default rule) and adaptive schedules at each budget of gradient
+   evaluations; and the insertion AUC (black base) of the maps at --insertion-budget and of the
+   reference. The reference is the adaptive schedule with --ref-steps (1024) evaluations: a long
+   uniform run is not converged on the blur path (301 uniform steps are 0.13 from it, 1025 still
+   0.037: the blur changes fastest near sigma = 0, where a uniform sigma grid is coarsest). Its
+   first round, k/127, shares only 0 and 1 with the candidates' k/3 * 2**-m. Its own error is
+   checked two ways (printed): against the adaptive run with half its budget (self-convergence)
+   and against a uniform run with --check-steps (an independent grid; uniform trapezoid for Riemann
+   sums, IDGI's left grid). Plot to --plot. tol: evaluations spent and error reached with --tol at
+   --tol-budget.
 2. Wall time per gradient evaluation, one image, 32 evaluations: uniform and adaptive against
    the floor of 32 forward+backward passes (bench/harness.py, interleaved medians).
 3. precision="bf16" for the float32 model: time per evaluation against float32, distance of
@@ -51,15 +54,19 @@ def explain(model, x, t, name, steps, **kw):
     return fastattr.explain(model, x, t, method=method, idgi=idgi, steps=steps, **{**opts, **kw})
 
 
-def reference(model, x, t, name, steps, cache: Path) -> torch.Tensor:
-    """A long uniform run: trapezoid for Riemann sums (adaptive's first-round grid with the whole
-    budget, i.e. ROUND_SHARE = 1), IDGI's own left grid."""
-    f = cache / f"ref_{name.replace(' ', '_')}_{steps}_{x.shape[0]}.pt"
+def long_run(model, x, t, name, steps, cache: Path, uniform: bool) -> torch.Tensor:
+    """A long run, cached: the adaptive schedule, or (uniform) a uniform grid with trapezoid sums
+    for Riemann sums (adaptive's first round with the whole budget, ROUND_SHARE = 1) and IDGI's
+    own left grid."""
+    kind = "ref" if uniform else "adaptive"  # "ref_": the uniform references of earlier versions
+    f = cache / f"{kind}_{name.replace(' ', '_')}_{steps}_{x.shape[0]}.pt"
     if f.exists():
         return torch.load(f)
-    method, idgi, _ = VARIANTS[name]
+    _, idgi, _ = VARIANTS[name]
     t0 = time.perf_counter()
-    if idgi:
+    if not uniform:
+        a = explain(model, x, t, name, steps, schedule="adaptive").attributions
+    elif idgi:
         a = explain(model, x, t, name, steps).attributions
     else:
         old, adaptive.ROUND_SHARE = adaptive.ROUND_SHARE, 1.0
@@ -67,7 +74,8 @@ def reference(model, x, t, name, steps, cache: Path) -> torch.Tensor:
             a = explain(model, x, t, name, steps + 1, schedule="adaptive").attributions
         finally:
             adaptive.ROUND_SHARE = old
-    print(f"  reference {name}: {steps} steps, {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"  {name}: {'uniform' if uniform else 'adaptive'} run with {steps} steps, "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
     torch.save(a, f)
     return a
 
@@ -86,9 +94,12 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
 
     results = {}
     for name in args.variants:
-        ref = reference(model, x, t, name, args.ref_steps, cache)
-        rows = {"uniform": [], "adaptive": []}
         ins, calib = {}, []
+        ref = long_run(model, x, t, name, args.ref_steps, cache, uniform=False)
+        half = rel_errors(long_run(model, x, t, name, args.ref_steps // 2, cache, uniform=False), ref)
+        check = rel_errors(long_run(model, x, t, name, args.check_steps, cache, uniform=True), ref)
+        ins["reference"] = insertion(model, x, ref, t).numpy()
+        rows = {"uniform": [], "adaptive": []}
         for b in args.budgets:
             for sched in ("uniform", "adaptive"):
                 kw = {"schedule": "adaptive"} if sched == "adaptive" else {}
@@ -106,17 +117,23 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
             e = explain(model, x, t, name, b, schedule="adaptive", tol=args.tol)
             tol_row = (b, e.grad_evals / x.shape[0], *quartiles(rel_errors(e.attributions, ref)))
         results[name] = {"rows": rows, "insertion": ins, "tol": tol_row}
-        print(f"\n### {name}: relative L2 error to {args.ref_steps} uniform steps (median [q1, q3] over "
-              f"{x.shape[0]} images)")
+        print(f"\n### {name}: relative L2 error to adaptive with {args.ref_steps} evaluations (median [q1, q3] "
+              f"over {x.shape[0]} images)")
+        print(f"reference check: adaptive {args.ref_steps // 2} is {np.median(half):.4f} (max {half.max():.4f}) "
+              f"from it, uniform {args.check_steps} {np.median(check):.4f} (max {check.max():.4f})")
         print("| evaluations | uniform | adaptive |\n|---|---|---|")
         for (b, _, m, lo, hi), (_, ev, am, alo, ahi) in zip(rows["uniform"], rows["adaptive"]):
             print(f"| {b} | {m:.4f} [{lo:.4f}, {hi:.4f}] | {am:.4f} [{alo:.4f}, {ahi:.4f}] ({ev:.1f} evals) |")
         print("error_estimate / error (median, min-max over images): " + "; ".join(
             f"{b}: {m:.2f} ({lo:.2f}-{hi:.2f})" for b, m, lo, hi in calib))
-        if ins:
+        if "uniform" in ins:
+            diff = ins["adaptive"] - ins["uniform"]
+            boot = np.random.default_rng(0).choice(diff, (10000, len(diff))).mean(1)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
             print(f"insertion (black) at {args.insertion_budget}: uniform mean {ins['uniform'].mean():.4f}, "
-                  f"adaptive mean {ins['adaptive'].mean():.4f}; adaptive >= uniform on "
-                  f"{int((ins['adaptive'] >= ins['uniform'] - 1e-9).sum())}/{len(x)} images")
+                  f"adaptive mean {ins['adaptive'].mean():.4f} (difference {diff.mean():+.4f}, 95% bootstrap "
+                  f"interval [{lo:+.4f}, {hi:+.4f}]); adaptive >= uniform on "
+                  f"{int((diff >= -1e-9).sum())}/{len(x)} images; the reference map {ins['reference'].mean():.4f}")
         if tol_row:
             print(f"tol={args.tol} at budget {tol_row[0]}: {tol_row[1]:.1f} evaluations per image on average "
                   f"(saved {100 * (1 - tol_row[1] / tol_row[0]):.0f}%), median error {tol_row[2]:.4f}")
@@ -153,7 +170,7 @@ def plot(results: dict, path: str, ref_steps: int, n: int) -> None:
         ax.set_title(name)
         ax.set_xlabel("gradient evaluations per image")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"relative L2 error to {ref_steps} uniform steps\n(median, band: quartiles, {n} images)")
+    axes[0].set_ylabel(f"relative L2 error to adaptive with {ref_steps} evaluations\n(median, band: quartiles, {n} images)")
     axes[0].legend()
     fig.suptitle("EfficientNet-Lite0, bundled evaluation set: adaptive vs uniform path sampling")
     fig.savefig(path)
@@ -195,8 +212,9 @@ def precision(model, x, t, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=9)
-    ap.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-    ap.add_argument("--ref-steps", type=int, default=301)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 48, 64, 128])
+    ap.add_argument("--ref-steps", type=int, default=1024)
+    ap.add_argument("--check-steps", type=int, default=301)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--insertion-budget", type=int, default=32)
     ap.add_argument("--tol", type=float, default=0.1)
