@@ -16,3 +16,26 @@ defines `GPU_COMPILE_SPECS`, a list (empty when Triton is missing) of dicts
 covering every jit function of the module at least once (the test fails on a kernel without a
 spec), e.g. one entry per grads dtype the launcher passes through.
 """
+
+import sys as _sys
+
+if __name__ == "kernels":  # pragma: no cover - exercised in a subprocess by tests/test_import_shadowing.py
+    # Imported as the top-level package "kernels": Python started in the repository root, whose
+    # folder kernels/ (installed as fastattr.kernels) then shadows the PyPI package of that name,
+    # which transformers 5 imports ("cannot import name 'CUDAProperties' from 'kernels'"). Hand the
+    # name over to the installed package (found on sys.path without the repository root), or fail
+    # as a missing package would.
+    import importlib.machinery as _machinery
+    import importlib.util as _util
+    import os as _os
+
+    _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    _path = [p for p in _sys.path if _os.path.abspath(p or _os.getcwd()) != _root]
+    _spec = _machinery.PathFinder.find_spec("kernels", _path)
+    if _spec is None:
+        raise ModuleNotFoundError(
+            "No module named 'kernels' (the repository's kernels/ folder is fastattr.kernels, not the "
+            "PyPI package 'kernels')", name="kernels")
+    _module = _util.module_from_spec(_spec)
+    _sys.modules["kernels"] = _module  # the import statement returns sys.modules["kernels"]
+    _spec.loader.exec_module(_module)
