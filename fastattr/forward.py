@@ -124,6 +124,11 @@ class InputForward:
         self.kwargs = kwargs
         self.row_examples: torch.Tensor | None = None
 
+    @property
+    def per_example(self) -> bool:
+        """True when points of different examples call the model with different inputs."""
+        return self.kwargs is not None
+
     def context(self, engine):
         return contextlib.nullcontext()
 
@@ -170,6 +175,8 @@ class LayerForward(InputForward):
         self._calls = 0
         self._captured: torch.Tensor | None = None
 
+    per_example = True
+
     @contextlib.contextmanager
     def context(self, engine):
         """The replacement hook, registered for one engine session (removed also on error)."""
@@ -204,8 +211,9 @@ class LayerForward(InputForward):
         kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(ex)
         self._point, self._calls = points, 0
         try:
+            inputs = self.inputs.index_select(0, ex)
             with model_io.autocast(engine.device, engine.autocast_dtype):
-                raw = engine.model(self.inputs.index_select(0, ex), **kw)
+                raw = _compiled()(engine.model, inputs, **kw) if engine.compile else engine.model(inputs, **kw)
         finally:
             self._point = None
         if self._calls == 0:

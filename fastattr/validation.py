@@ -22,20 +22,31 @@ def check_model(model) -> None:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
 
 
-def check_inputs(inputs) -> torch.Tensor:
-    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features."""
+INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def check_inputs(inputs, layer=None) -> torch.Tensor:
+    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features;
+    with a layer= also an integer tensor (token ids: the path runs in the layer's output space)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs: expected a torch.Tensor (N, ...), got {type(inputs).__name__}")
     if inputs.dim() < 2:
         raise ValueError(f"inputs: expected a tensor (N, ...) of rank >= 2 (a batch axis, then the features: "
-                         f"(N, D), (N, C, L), (N, C, H, W), ...), got shape {tuple(inputs.shape)}")
+                         f"(N, D), (N, C, L), (N, C, H, W), (N, T) token ids with layer=...), got shape "
+                         f"{tuple(inputs.shape)}")
     if not inputs.is_floating_point():
-        raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}")
+        if inputs.dtype not in INTEGER:
+            raise TypeError(f"inputs: expected a floating-point tensor (or integer token ids with layer=), got "
+                            f"{inputs.dtype}")
+        if layer is None:
+            raise TypeError(f"inputs: got {inputs.dtype} (token ids?); a path cannot scale ids, so integer inputs "
+                            "are attributed at a layer: pass layer= (e.g. layer='bert.embeddings', the module "
+                            "that turns ids into vectors) and the path runs in that layer's output space")
     if inputs.shape[0] == 0:
         raise ValueError("inputs: the batch is empty (N = 0)")
     if inputs[0].numel() == 0:
         raise ValueError(f"inputs: has no features, shape {tuple(inputs.shape)}")
-    if not torch.isfinite(inputs).all():
+    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
         raise ValueError("inputs: contains NaN or inf")
     return inputs
 
@@ -74,6 +85,29 @@ def check_baseline(baseline, inputs: torch.Tensor) -> torch.Tensor:
                          f"{tuple(inputs.shape)}") from None
     if not torch.isfinite(out).all():  # a float64 baseline beyond float32's range
         raise ValueError("baseline: contains NaN or inf (in the points' dtype)")
+    return out.contiguous()
+
+
+def check_baseline_like(baseline, inputs: torch.Tensor) -> torch.Tensor:
+    """check_baseline for floating inputs; for integer inputs (token ids, with layer=) None (zeros),
+    an int id, or an integer tensor broadcastable to inputs -> like inputs (captum's baselines)."""
+    if inputs.is_floating_point():
+        return check_baseline(baseline, inputs)
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    if isinstance(baseline, numbers.Integral) and not isinstance(baseline, bool):
+        return torch.full_like(inputs, int(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(f"baseline: inputs are {inputs.dtype} ids, so the baseline is ids too: None (zeros), an int "
+                        f"or an integer tensor like inputs, got {type(baseline).__name__}")
+    if baseline.dtype not in INTEGER:
+        raise TypeError(f"baseline: inputs are {inputs.dtype} ids, so the baseline is ids too (e.g. pad ids with "
+                        f"[CLS]/[SEP] kept), got a {baseline.dtype} tensor")
+    try:
+        out = torch.broadcast_to(baseline.to(inputs.device, inputs.dtype), inputs.shape)
+    except RuntimeError:
+        raise ValueError(f"baseline: shape {tuple(baseline.shape)} does not broadcast to inputs "
+                         f"{tuple(inputs.shape)}") from None
     return out.contiguous()
 
 
