@@ -110,6 +110,28 @@ class ModelKwargs:
         return ModelKwargs(per_example, shared, rows.shape[0])
 
 
+def shared_fingerprint(model_kwargs) -> str:
+    """sha256 of model_kwargs whose every value is shared by all examples (what a dataset run can
+    take: its groups vary in size); errors name `model_kwargs`."""
+    import hashlib
+
+    if not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs: expected a dict of further model inputs, got {type(model_kwargs).__name__}")
+    h = hashlib.sha256()
+    for key in sorted(model_kwargs, key=str):
+        value = model_kwargs[key]
+        if isinstance(value, torch.Tensor):
+            if value.dim() > 0 and value.shape[0] != 1:
+                raise ValueError(f"model_kwargs: {key!r} has shape {tuple(value.shape)}; a dataset run explains images "
+                                 "in groups of varying size, so it takes only values every image shares (non-tensors, "
+                                 "0-d tensors, tensors whose first dimension is 1)")
+            t = value.detach().cpu().contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{key}|{value!r}".encode())
+    return h.hexdigest()
+
+
 def gather_tokens(t: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """t[rows[r], cols[r, j]] -> (R, L, ...) for t (N, T, ...), rows (R,), cols (R, L)."""
     return t[rows[:, None], cols]

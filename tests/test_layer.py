@@ -403,3 +403,50 @@ def test_nonfinite_scores_name_the_callers_row(models):
     ids_bad_first = ids[bad]
     with pytest.raises(ValueError, match=rf"non-finite scores .* for image {bad} \(index into inputs\)"):
         fastattr.explain(Poison().eval(), ids, layer="model.bert.embeddings", model_kwargs={"attention_mask": mask}, steps=2)
+
+
+# -- the runner's Python entry ----------------------------------------------------------------------
+
+class Scaled(nn.Module):
+    """A CNN with a further input: its logits times `scale`."""
+
+    def __init__(self):
+        super().__init__()
+        from conftest import make_small_cnn
+
+        self.net = make_small_cnn(seed=3)
+
+    def forward(self, x, scale=None):
+        out = self.net(x)
+        return out if scale is None else out * scale
+
+
+def test_runner_takes_shared_model_kwargs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fastattr.runner import load_shard, run
+    from fastattr.runner.manifest import ConfigMismatch
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for j in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / f"img{j}.png")
+    model = Scaled().eval()
+    common = dict(model=model, steps=4, size=16, workers=0, threads=1, progress=False, output="logit",
+                  channels_last=False)
+    run(data, tmp_path / "out", model_kwargs={"scale": torch.tensor(3.0)}, **common)
+    maps, index, records = load_shard(tmp_path / "out" / "shard-000000.safetensors")
+    from fastattr.images import load_image
+
+    x = torch.stack([load_image(data / f"img{j}.png", 16) for j in range(3)])
+    ref = fastattr.explain(model, x, [r["target"] for r in records], steps=4, output="logit", channels_last=False,
+                           model_kwargs={"scale": torch.tensor(3.0)})
+    torch.testing.assert_close(maps, ref.attributions, rtol=1e-6, atol=1e-7)
+    plain = fastattr.attribute(model, x, [r["target"] for r in records], steps=4, output="logit", channels_last=False)
+    torch.testing.assert_close(maps, 3 * plain, rtol=1e-5, atol=1e-6)  # the kwarg reached the model
+    with pytest.raises(ConfigMismatch, match="model_kwargs_sha256"):
+        run(data, tmp_path / "out", model_kwargs={"scale": torch.tensor(2.0)}, **common)
+    with pytest.raises(ValueError, match=r"^model_kwargs: 'scale' has shape \(3,\); a dataset run"):
+        run(data, tmp_path / "bad", model_kwargs={"scale": torch.ones(3)}, **common)
