@@ -39,9 +39,10 @@ def check_inputs(inputs, layer=None) -> torch.Tensor:
             raise TypeError(f"inputs: expected a floating-point tensor (or integer token ids with layer=), got "
                             f"{inputs.dtype}")
         if layer is None:
-            raise TypeError(f"inputs: got {inputs.dtype} (token ids?); a path cannot scale ids, so integer inputs "
-                            "are attributed at a layer: pass layer= (e.g. layer='bert.embeddings', the module "
-                            "that turns ids into vectors) and the path runs in that layer's output space")
+            raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}. Token ids cannot be scaled "
+                            "along a path, so integer inputs are attributed at a layer: pass layer= (e.g. "
+                            "layer='bert.embeddings', the module that turns ids into vectors) and the path runs in "
+                            "that layer's output space (uint8 images: pass x.float() / 255)")
     if inputs.shape[0] == 0:
         raise ValueError("inputs: the batch is empty (N = 0)")
     if inputs[0].numel() == 0:

@@ -314,7 +314,7 @@ def test_layer_never_called_or_called_twice():
 def test_integer_inputs_need_a_layer(models):
     model, _ = models["bert"]
     ids, _, _ = tm.sentences([5, 3])
-    with pytest.raises(TypeError, match=r"^inputs: got torch.int64 \(token ids\?\); .*pass layer="):
+    with pytest.raises(TypeError, match=r"^inputs: expected a floating-point tensor, got torch.int64\. Token ids .*pass layer="):
         fastattr.explain(model, ids)
 
 
