@@ -69,13 +69,13 @@ def explain_in_space(engine, x: torch.Tensor, b: torch.Tensor, target, layer, mo
             try:
                 e = run(hx, hb, tb)
             except model_io.NonFiniteError as exc:
-                if exc.image is None or len(buckets) == 1:
+                if exc.image is None:
                     raise
                 raise exc.renamed(int(bucket.rows[exc.image])) from None
             if trimming:
                 _zero_padding(e, (mask.index_select(0, bucket.rows) if bucket.cols is None
                                   else bucket.take(mask)) != 0)
-            if len(buckets) == 1:
+            if len(buckets) == 1 and bucket.cols is None:
                 return e
             merged = _merge(merged, e, bucket, n, x.shape[1], Explanation)
     finally:

@@ -174,6 +174,26 @@ def test_trimming_is_exact(models, name, method):
     assert len(trimmed.extras["buckets"]) > 1  # the lengths were really split
 
 
+def test_one_bucket_shorter_than_the_padding(models):
+    """Every sentence shorter than the padded length (padding="max_length"): one bucket, cut, and
+    the maps put back at the padded shape."""
+    model, layer = models["bert"]
+    ids, mask, base = tm.sentences([5, 5, 5], tokens=9)
+    kw = dict(layer=layer, baseline=base, steps=4, model_kwargs={"attention_mask": mask})
+    trimmed = fastattr.explain(model, ids, 0, **kw)
+    full = fastattr.explain(model, ids, 0, trim_padding=False, **kw)
+    assert trimmed.attributions.shape == full.attributions.shape == (3, 9, 32)
+    assert [b["length"] for b in trimmed.extras["buckets"]] == [5]
+    close(trimmed.attributions[:, :5], full.attributions[:, :5])
+    assert (trimmed.attributions[:, 5:] == 0).all()
+
+
+def test_cuda_graphs_refused_with_a_layer(models):
+    model, layer = models["bert"]
+    with pytest.raises(ValueError, match=r"^cuda_graphs: .*layer= or model_kwargs= pass cuda_graphs=False"):
+        fastattr.Explainer(model, layer=layer, cuda_graphs=True)
+
+
 def test_chunks_are_sized_from_the_layer_space(models):
     model, layer = models["bert"]
     ids, mask, _ = tm.sentences([12, 12])
@@ -450,3 +470,31 @@ def test_runner_takes_shared_model_kwargs(tmp_path):
         run(data, tmp_path / "out", model_kwargs={"scale": torch.tensor(2.0)}, **common)
     with pytest.raises(ValueError, match=r"^model_kwargs: 'scale' has shape \(3,\); a dataset run"):
         run(data, tmp_path / "bad", model_kwargs={"scale": torch.ones(3)}, **common)
+
+
+# -- the README's example, as a user pastes it ------------------------------------------------------
+
+def _readme_blocks():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## Text and transformer models"):text.index("## Saving a model for the CLI")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_text_example_runs_as_shown():
+    import subprocess
+    import sys
+
+    example, switch = _readme_blocks()
+    res = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "torch.Size([2, 8, 64])"
+    # the captum switch: both halves give the same map
+    scope: dict = {}
+    exec(example.split("ex = fastattr.explain")[0], scope)
+    exec("from captum.attr import LayerIntegratedGradients\n" + switch.replace("attr = fastattr", "ours = fastattr"),
+         scope)
+    close(scope["ours"], scope["attr"])
