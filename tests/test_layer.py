@@ -260,6 +260,10 @@ class Block(nn.Module):
             return h, h.sum()
         if self.kind == "dict":
             return {"hidden": h, "aux": h.mean()}
+        if self.kind == "modeloutput":
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=h.mean(0))
         return h
 
 
@@ -272,7 +276,8 @@ class Net(nn.Module):
 
     def forward(self, x):
         out = self.block(x)
-        h = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, tuple) else out["hidden"])
+        h = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, tuple) else
+                                                       out["hidden"] if "hidden" in out else out.last_hidden_state)
         if self.inplace:
             h.mul_(2).tanh_()  # in place on the layer's output
         else:
@@ -280,7 +285,7 @@ class Net(nn.Module):
         return self.head(h)
 
 
-@pytest.mark.parametrize("kind", ["tuple", "dict"])
+@pytest.mark.parametrize("kind", ["tuple", "dict", "modeloutput"])
 def test_tuple_and_mapping_layer_outputs(kind):
     x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     plain = fastattr.attribute(Net("tensor"), x, 1, layer="block", steps=6, output="logit")
