@@ -28,29 +28,24 @@ def _invalid(example: str):
     return mark
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+def _at_least(minimum: int, what: str = "", doc: str = ""):
+    """An argparse type: an integer >= minimum ('what' names it in the message)."""
+    @_invalid(str(minimum - 1))
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what}must be >= {minimum}, got {value}")
+        return value
+    parse.__doc__ = doc
+    return parse
 
 
-@_invalid("0")
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-@_invalid("-1")
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = _at_least(1, doc="An integer >= 1.")
+nonnegative_int = _at_least(0, doc="An integer >= 0.")
+class_index = _at_least(0, "class index ", "A class index >= 0 (whether the model has it is checked on the model).")
 
 
 @_invalid("2")
@@ -65,27 +60,16 @@ def probability(text: str) -> float:
     return value
 
 
-@_invalid("-1")
-def class_index(text: str) -> int:
-    """A class index >= 0 (whether the model has it is checked on the model)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"class index must be >= 0, got {value}")
-    return value
-
-
 @_invalid("foo")
 def target_spec(text: str) -> str | int:
     """'predicted', 'label' or a class index >= 0."""
     if text in ("predicted", "label"):
         return text
     try:
-        value = int(text)
+        int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'predicted', 'label' or a class index, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"class index must be >= 0, got {value}")
-    return value
+    return class_index(text)
 
 
 @_invalid("{missing}")
