@@ -97,10 +97,16 @@ class RunMaps:
                             f"images there, {len(paths)} here; first difference at image {first})")
         changed = [r["path"] for r in self.records
                    if {k: r.get(k) for k in ("file_bytes", "file_mtime_ns")} != images.file_stat(r["index"])]
-        if changed:
-            raise UserError(f"--maps: {len(changed)} of the run's images changed since it made their maps (size or "
-                            f"modification time: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); "
-                            "run the same `fastattr run` command again (it recomputes them), then eval")
+        if not changed:
+            return
+        names = f"{', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}"
+        if str(Path(images.root).resolve()) != self.config.get("input"):
+            raise UserError(f"--maps: the run in {self.folder} was made on other images than DATA (it read "
+                            f"{self.config.get('input')}; {len(changed)} of the {len(ran)} images under {images.root} "
+                            f"differ in size or modification time: {names})")
+        raise UserError(f"--maps: {len(changed)} of the run's images changed since it made their maps (size or "
+                        f"modification time: {names}); run the same `fastattr run` command again (it recomputes "
+                        "them), then eval")
 
     def map_and_target(self, index: int) -> tuple[torch.Tensor | None, int | None, float | None]:
         """(map (C, H, W) float32, target, grad_evals) of image `index`; (None, None, None) if the
