@@ -257,8 +257,9 @@ def masks_skipped(notes: dict[str, str]) -> str:
     for kind, what in kinds.items():
         hit = [(name, note) for name, note in notes.items() if note.split(":", 1)[0] == kind]
         if hit:
-            named = "; ".join(f"{name}: {note.split(': ', 1)[1]}" if kind == "refused" else name
-                              for name, note in hit[:3]) + ("; ..." if len(hit) > 3 else "")
+            sep = "; " if kind == "refused" else ", "  # refusals carry their reason
+            named = sep.join(f"{name}: {note.split(': ', 1)[1]}" if kind == "refused" else name
+                             for name, note in hit[:3]) + (f"{sep}..." if len(hit) > 3 else "")
             parts.append(f"{len(hit)} with {what} ({named})")
     return ("Localization skipped " + ", ".join(parts) + " (per_image.csv, column mask).") if parts else ""
 
