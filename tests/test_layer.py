@@ -111,7 +111,7 @@ def test_input_space_model_kwargs_equal_captum(models):
         def forward(self, embeds, attention_mask):
             return self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits
 
-    net = Embeds()
+    net = Embeds().eval()
     ids, mask, _ = tm.sentences(LENGTHS)
     x = model.bert.embeddings.word_embeddings(ids).detach()
     ours = fastattr.explain(net, x, 2, steps=8, output="logit", model_kwargs={"attention_mask": mask})
