@@ -79,6 +79,12 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
         raise ValueError(f"inputs: method {method!r} works on images (N, C, H, W) (it blurs over two "
                          f"spatial axes), got shape {tuple(x.shape)}; vanilla, ig, guided_ig and neflag "
                          "take inputs of any rank")
+    if x.dim() == 1:  # N examples of one scalar: the methods walk (N, 1) points, the model gets (B,)
+        with engine.scalar_inputs():
+            e = explain_with_engine(engine, x[:, None], b[:, None], target, method, steps, rule, idgi, progress,
+                                    method_options)
+        e.attributions = e.attributions[:, 0]
+        return e
     evals_before = engine.grad_evals
     engine.fit_batch(x[0].numel())
     n = x.shape[0]

@@ -116,6 +116,9 @@ class Engine:
         self._backward_ctx = None
         self._eval_ctx = None
         self._check: model_io.FiniteCheck | None = None
+        # The shape one point has for the model when it differs from the methods' points: () for
+        # rank-1 inputs (N scalars), which the methods walk as (N, 1) (scalar_inputs()).
+        self.model_point_shape: tuple[int, ...] | None = None
 
     def point_dtype(self, input_dtype: torch.dtype = torch.float32) -> torch.dtype:
         """dtype of points, gradients and maps for inputs of `input_dtype` (model_io.point_dtype)."""
@@ -139,11 +142,23 @@ class Engine:
             xm = xm.contiguous(memory_format=torch.channels_last)
         if self.model_dtype is not None and xm.dtype != self.model_dtype:
             xm = xm.to(self.model_dtype)  # differentiable: the gradient comes back in x's dtype
+        if self.model_point_shape is not None:  # differentiable: gradients come back as the points' shape
+            xm = xm.reshape(xm.shape[0], *self.model_point_shape)
         # Autocast around the (compiled) call: dynamo traces under the active autocast state and
         # guards on it; the output callable and the output form below run in x's dtype.
         with model_io.autocast(self.device, self.autocast_dtype):
             raw = _compiled()(self.model, xm) if self.compile else self.model(xm)
         return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
+
+    @contextlib.contextmanager
+    def scalar_inputs(self) -> Iterator["Engine"]:
+        """Rank-1 inputs (N,), N examples of one scalar: while active, the methods' (B, 1) points reach
+        the model as (B,) (its own input form) and gradients come back (B, 1)."""
+        old, self.model_point_shape = self.model_point_shape, ()
+        try:
+            yield self
+        finally:
+            self.model_point_shape = old
 
     def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f_c and its gradient at the leaf xs; an output that does not depend on xs has gradient

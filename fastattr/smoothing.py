@@ -118,6 +118,10 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
                     channels_last=channels_last, model_dtype=model_dtype, precision=precision)
     x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
     b = v.check_baseline(baseline, x)
+    scalars = x.dim() == 1  # N examples of one scalar: walked as (N, 1), the model gets (B,)
+    if scalars:
+        x, b = x[:, None], b[:, None]
+        engine.model_point_shape = ()
     engine.fit_batch(x[0].numel())
     evals_before = engine.grad_evals
     num = x.shape[0]
@@ -159,7 +163,9 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
                 method_extras.append(e.extras)
             copy_maps = copy_maps.view(stop - start, n, *x.shape[1:])
             maps[start:stop] = (copy_maps.square() if squared else copy_maps).mean(1)
+    if scalars:
+        maps = maps[:, 0]
     model_io.check_map_finite(maps)
-    delta = maps.flatten(1).sum(1) - (scores - baseline_scores)
+    delta = maps.reshape(num, -1).sum(1) - (scores - baseline_scores)
     extras = {"nsamples": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
     return Explanation(maps, t, scores, baseline_scores, delta, engine.grad_evals - evals_before, method, extras)

@@ -23,12 +23,13 @@ def check_model(model) -> None:
 
 
 def check_inputs(inputs) -> torch.Tensor:
-    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features."""
+    """inputs must be a finite real floating tensor (N, ...) of rank >= 1 with N >= 1 and features
+    ((N,): N examples of one scalar each)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs: expected a torch.Tensor (N, ...), got {type(inputs).__name__}")
-    if inputs.dim() < 2:
-        raise ValueError(f"inputs: expected a tensor (N, ...) of rank >= 2 (a batch axis, then the features: "
-                         f"(N, D), (N, C, L), (N, C, H, W), ...), got shape {tuple(inputs.shape)}")
+    if inputs.dim() < 1:
+        raise ValueError(f"inputs: expected a tensor (N, ...) with a batch axis ((N,) for N scalars, (N, D), "
+                         f"(N, C, L), (N, C, H, W), ...), got a 0-dimensional tensor")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}")
     if inputs.shape[0] == 0:

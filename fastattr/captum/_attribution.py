@@ -2,6 +2,8 @@
 engine for a call, and captum's convergence delta."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from fastattr import validation as v
@@ -10,6 +12,18 @@ from fastattr.captum._core import make_engine
 from fastattr.captum._forward import CallableModel, InputLayout
 from fastattr.captum._inputs import (CaptumValueError, Target, expand_args, format_additional_args,
                                      format_baselines, format_inputs, format_target)
+
+
+def captum_entry(fn):
+    """An attribute method as captum's @log_usage leaves it: `attribute.__wrapped__` is the plain
+    function, which captum's wrappers call as `method.attribute.__wrapped__(method, inputs, **kwargs)`
+    (captum's NoiseTunnel around fastattr.captum's classes, GradientShap's inner NoiseTunnel)."""
+
+    @functools.wraps(fn)
+    def attribute(self, *args, **kwargs):
+        return fn(self, *args, **kwargs)
+
+    return attribute
 
 
 class GradientAttribution:

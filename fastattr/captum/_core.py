@@ -15,7 +15,7 @@ from fastattr.captum._forward import CallableModel, InputLayout
 from fastattr.engine import Engine
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
-from fastattr.paths import IdgiSum, walk_path
+from fastattr.paths import IdgiSum, from_path_start, walk_path
 
 
 def make_engine(model: CallableModel, batch_size: int | None, backward: str) -> Engine:
@@ -52,18 +52,20 @@ def _op_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def path_points(xs, bs, ds, layout: InputLayout, alphas: torch.Tensor):
     """point(i, k) = join_j(b_j + alpha_k * (x_j - b_j)) for rows i, steps k, per input in its own
-    dtype as captum computes it. ds[j] = x_j - b_j (R, ...); alphas (steps,) float64."""
+    dtype as captum computes it (integer inputs: in the default float dtype, as `alpha * int_tensor`).
+    ds[j] = x_j - b_j (R, ...); alphas (steps,) float64."""
     a_by_dtype = {}
 
     def point(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         parts = []
         for x, b, d in zip(xs, bs, ds):
-            op = _op_dtype(d.dtype)
+            out = d.dtype if d.is_floating_point() else torch.get_default_dtype()
+            op = _op_dtype(out)
             a = a_by_dtype.get(op)
             if a is None:
                 a = a_by_dtype[op] = alphas.to(d.device, op)
             ak = a[k].view(-1, *([1] * (d.dim() - 1)))
-            scaled = (_rows(d, i).to(op) * ak).to(d.dtype)
+            scaled = (_rows(d, i).to(op) * ak).to(out)
             parts.append(_rows(b, i) + scaled)
         return layout.join(parts)
 
@@ -88,11 +90,16 @@ def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor
         steps = len(alpha_t)
         if steps == 0:
             return tuple(torch.zeros_like(x, dtype=acc_dtype) for x in xs)
+        rows, zeros = torch.arange(r, device=device), torch.zeros(r, dtype=torch.long, device=device)
         with engine.session():
             model.feed(source)
-            end = engine.value(layout.join(xs), torch.zeros(r, dtype=torch.long, device=device))
+            end = engine.value(layout.join(xs), zeros)
+            if alpha_t[0] > 0:  # f_c(b): the segment [b, p_0] goes with the first span (SPEC.md)
+                model.feed(source)
+                start = engine.value(path_points(xs, bs, ds, layout, torch.zeros(1, dtype=torch.float64))(rows, zeros),
+                                     zeros)
         acc = IdgiSum(torch.empty(r, width, dtype=acc_dtype, device=device), steps, end)
-        consume = acc
+        consume = acc if alpha_t[0] == 0 else from_path_start(acc, start)
     else:
         steps = len(alpha_t)
         acc = _Riemann(r, width, acc_dtype, device, step_sizes)

@@ -80,6 +80,19 @@ def format_baselines(baselines, inputs: tuple[torch.Tensor, ...], *, from_distri
     return bs
 
 
+def bools_as_floats(xs: tuple, bs: tuple) -> tuple[tuple, tuple]:
+    """Bool inputs and their baselines as 0/1 in the default float dtype (captum's `input - baseline`
+    raises for bool tensors; fastattr explains them as the numbers they stand for). Other inputs and
+    baselines unchanged (integer ones are made floating by the path arithmetic, as in captum)."""
+    if not any(x.dtype == torch.bool for x in xs):
+        return xs, bs
+    fl = torch.get_default_dtype()
+    xs2 = tuple(x.to(fl) if x.dtype == torch.bool else x for x in xs)
+    bs2 = tuple((b.to(fl) if isinstance(b, torch.Tensor) and b.dtype == torch.bool else float(b)
+                 if isinstance(b, bool) else b) if x.dtype == torch.bool else b for x, b in zip(xs, bs))
+    return xs2, bs2
+
+
 def check_steps_and_method(n_steps, method) -> None:
     """captum's _validate_input and approximation_parameters checks of n_steps and method."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):

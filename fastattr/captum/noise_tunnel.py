@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastattr.captum._attribution import GradientAttribution
+from fastattr.captum._attribution import GradientAttribution, captum_entry
 from fastattr.captum._inputs import (CaptumTypeError, CaptumValueError, format_baselines, format_inputs,
                                      format_output)
 
@@ -54,6 +54,7 @@ class NoiseTunnel:
     def attribute_future(self):
         raise NotImplementedError("attribute_future is not implemented for NoiseTunnel")
 
+    @captum_entry
     def attribute(self, inputs, nt_type: str = "smoothgrad", nt_samples: int = 5,
                   nt_samples_batch_size: int | None = None, stdevs=1.0, draw_baseline_from_distrib: bool = False,
                   **kwargs):
