@@ -19,8 +19,11 @@ def register_backward(name: str, factory: Callable[[nn.Module], ContextManager])
     BACKWARDS[name] = factory
 
 
-def backward_context(name: str, model: nn.Module) -> ContextManager:
-    """The context manager of backward mode `name` for `model`."""
+def backward_context(name, model: nn.Module) -> ContextManager:
+    """The context manager of backward mode `name` for `model` (or of a factory model -> context
+    manager passed in place of a name, for modes that are not offered by name)."""
+    if callable(name):
+        return name(model)
     if name not in BACKWARDS:
         raise ValueError(f"backward: unknown backward mode {name!r}; choose from {sorted(BACKWARDS)}")
     return BACKWARDS[name](model)

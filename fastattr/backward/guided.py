@@ -187,7 +187,12 @@ def _guided_pool(func, args, kwargs):
 
 class GuidedMode(TorchFunctionMode):
     """While active, the listed activations and max-pool take the guided backward (when their
-    input requires grad under grad mode); every other call runs unchanged."""
+    input requires grad under grad mode); every other call runs unchanged. pool=False leaves
+    max-pool's ordinary backward (guided backpropagation as captum's GuidedBackprop defines it)."""
+
+    def __init__(self, pool: bool = True):
+        super().__init__()
+        self.pool = pool
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -198,7 +203,7 @@ class GuidedMode(TorchFunctionMode):
                 if parse is not None:
                     act, a, b, c, inplace = parse(args, kwargs)
                     return GuidedActivation.apply(x, act, float(a), float(b), float(c), inplace)
-                if func in _POOL_RETURNS_INDICES:
+                if self.pool and func in _POOL_RETURNS_INDICES:
                     return _guided_pool(func, args, kwargs)
         return func(*args, **kwargs)
 
@@ -206,6 +211,12 @@ class GuidedMode(TorchFunctionMode):
 def guided(model: torch.nn.Module) -> GuidedMode:
     """The guided backward mode for `model` (the model itself is not touched)."""
     return GuidedMode()
+
+
+def guided_activations(model: torch.nn.Module) -> GuidedMode:
+    """The guided rule at activations only, max-pool's backward unchanged: captum's GuidedBackprop
+    on ReLU models (fastattr.captum.GuidedBackprop; not offered as a backward= name)."""
+    return GuidedMode(pool=False)
 
 
 register_backward("guided", guided)

@@ -129,22 +129,31 @@ class _Riemann:
         path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.coef[k], i, False)
 
 
-def gradients(model: CallableModel, engine: Engine, xs, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """d score / d input at each row, per input in the input's dtype -> tuple of (R, ...)."""
-    r = xs[0].shape[0]
-    device = xs[0].device
-    layout = model.layout
-    width = int(torch.Size(layout.point_shape).numel())
-    grads = torch.empty(r, width, dtype=layout.dtype, device=device)
+def walk_rows(model: CallableModel, engine: Engine, source: torch.Tensor, point, consume, desc: str) -> None:
+    """One gradient per row r = 0..R-1, rows packed into the engine's chunks in order: point(i) builds
+    the points of rows i (B, *point_shape), consume(i, g) receives their gradients (B, D) in the point
+    dtype. source (R,): the user example of each row (its target and additional_forward_args)."""
 
-    def point(i, k):
+    def row_point(i, k):
         model.feed(source.index_select(0, i))
-        return layout.join([x.index_select(0, i) for x in xs])
+        return point(i)
 
     def keep(i, k, y, g):
-        grads[i] = g.reshape(g.shape[0], -1).to(grads.dtype)
+        consume(i, g.reshape(g.shape[0], -1))
 
-    walk_path(_context(engine, r, 1, device), 1, point, keep, desc="gradient")
+    walk_path(_context(engine, source.shape[0], 1, source.device), 1, row_point, keep, desc=desc)
+
+
+def gradients(model: CallableModel, engine: Engine, xs, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """d score / d input at each row, per input in the input's dtype -> tuple of (R, ...)."""
+    layout = model.layout
+    width = int(torch.Size(layout.point_shape).numel())
+    grads = torch.empty(xs[0].shape[0], width, dtype=layout.dtype, device=xs[0].device)
+
+    def keep(i, g):
+        grads[i] = g.to(grads.dtype)
+
+    walk_rows(model, engine, source, lambda i: layout.join([x.index_select(0, i) for x in xs]), keep, "gradient")
     return tuple(g.to(d) for g, d in zip(split_rows(grads, layout), layout.dtypes))
 
 

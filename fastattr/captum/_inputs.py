@@ -34,6 +34,10 @@ class CaptumRuntimeError(ValueError, RuntimeError):
     """A per-example target outside the model output (captum: RuntimeError from torch.gather)."""
 
 
+class CaptumZeroDivisionError(ValueError, ZeroDivisionError):
+    """A sample count of 0 (captum: ZeroDivisionError from its batching arithmetic)."""
+
+
 def format_inputs(inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
     """captum's _format_tensor_into_tuples: a tensor or a tuple of tensors -> (tuple, was_tuple)."""
     is_tuple = isinstance(inputs, tuple)
