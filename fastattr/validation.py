@@ -125,6 +125,16 @@ def check_positive_int(value, name: str, *, allow_none: bool = True, maximum: in
     return int(value)
 
 
+def check_generator(generator) -> None:
+    """None or a CPU torch.Generator (methods draw on the CPU); errors name `generator`."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator: must be a CPU generator (draws are made on the CPU), got {generator.device}")
+
+
 def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name}: unknown value {value!r}; choose from {sorted(choices)}")

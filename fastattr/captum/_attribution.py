@@ -83,6 +83,22 @@ class GradientAttribution:
                                  format_additional_args(additional_forward_args, n), torch.arange(n))
 
 
+class GlobalAttribution(GradientAttribution):
+    """captum's (forward_func, multiply_by_inputs=True) attributions with a convergence delta
+    (IntegratedGradients, GradientShap)."""
+
+    def __init__(self, forward_func, multiply_by_inputs: bool = True):
+        super().__init__(forward_func)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+
 def tensorize(baselines, inputs) -> tuple[torch.Tensor, ...]:
     """captum's _tensorize_baseline: numbers -> full tensors; a 1-row tensor repeated to the batch."""
     out = []

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fastattr import model_io
-from fastattr.captum._attribution import GradientAttribution, captum_entry, convergence_delta
+from fastattr.captum._attribution import GlobalAttribution, captum_entry, convergence_delta
 from fastattr.captum._core import split_rows, walk_rows
 from fastattr.captum._inputs import (CaptumTypeError, CaptumValueError, CaptumZeroDivisionError, format_additional_args,
                                      format_baselines, format_inputs, format_output, format_target)
@@ -36,19 +36,8 @@ from fastattr.captum._noise import captum_noise
 from fastattr.captum.integrated_gradients import _internal_batch_size
 
 
-class GradientShap(GradientAttribution):
+class GradientShap(GlobalAttribution):
     """GradientShap(forward_func, multiply_by_inputs=True), as captum's."""
-
-    def __init__(self, forward_func, multiply_by_inputs: bool = True):
-        super().__init__(forward_func)
-        self._multiply_by_inputs = multiply_by_inputs
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     @captum_entry
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,

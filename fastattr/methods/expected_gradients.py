@@ -24,6 +24,7 @@ import numbers
 import torch
 
 from fastattr import model_io
+from fastattr import validation as v
 from fastattr.engine import select_output
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.ops.path_accumulate import path_accumulate_
@@ -33,19 +34,12 @@ from fastattr.paths import walk_path
 def check_options(n, references, stdev, generator, x: torch.Tensor) -> tuple[int, torch.Tensor, float]:
     """Expected gradients' options against inputs x (N, ...); errors name the parameter. -> (n, the
     references (M, ...) on x's device in its dtype, stdev)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n: expected an integer (samples per image), got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: must be >= 1, got {n}")
+    n = v.check_positive_int(n, "n", allow_none=False)
     if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real):
         raise TypeError(f"stdev: expected a number, got {type(stdev).__name__}")
     if not (float(stdev) >= 0 and float(stdev) < float("inf")):
         raise ValueError(f"stdev: must be finite and >= 0 (the input noise), got {stdev}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError(f"generator: must be a CPU generator (draws are made on the CPU), got {generator.device}")
+    v.check_generator(generator)
     if references is None:
         refs = torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
     else:
