@@ -9,9 +9,12 @@ bundled photo(s), 3 baselines (black, mid-grey, uniform noise), GradientShap(fwd
 n_samples=48, stdevs=0.1, target=predicted class), np.random.seed(0) and torch.manual_seed(0) before
 each call. Prints:
 - accuracy: max |fastattr.captum - captum| / max |captum| with channels-last inputs (fastattr's default
-  for conv models) and with channels_last=False (NCHW, captum's format), same seed;
+  for conv models) and with channels_last=False (NCHW, captum's format), same seed; captum fed
+  channels-last inputs against fastattr.captum; each map's distance to a float64 run of the same draws;
 - time: interleaved medians (bench/harness.py) of captum, fastattr.captum (internal_batch_size=--batch)
-  and the model-only floor (the same n_samples forward+backward passes in chunks of --batch);
+  and the model-only floor (the same n_samples forward+backward passes in chunks of --batch), wall
+  time and process CPU time (on a loaded machine the CPU time is the steadier of the two; with 2
+  threads it includes OpenMP spin-waiting, so --threads 1 is the cleanest comparison there);
 - memory: peak RSS growth during one call (VmHWM after resetting it through /proc/self/clear_refs,
   minus VmRSS before the call, after a warm-up call), each library in its own fresh process
   (`--child captum|fastattr`).
@@ -19,12 +22,14 @@ each call. Prints:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
@@ -60,6 +65,15 @@ def run(lib: str, fwd, x, baselines, target, args, **extra):
     torch.manual_seed(0)
     return GradientShap(fwd).attribute(x, baselines, n_samples=args.samples, stdevs=args.stdevs, target=target,
                                        **extra)
+
+
+def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |a - ref| / max |ref|."""
+    return ((a.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def rel_l2(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 def _status_mb(key: str) -> float:
@@ -101,11 +115,21 @@ def main() -> None:
           f"stdevs={args.stdevs} batch={args.batch} repeats={args.repeats}\n")
 
     ref = run("captum", fwd, x, baselines, target, args)
-    scale = ref.abs().max()
+    maps = {"captum": ref}
     for name, kw in (("channels-last (default)", {}), ("channels_last=False", dict(channels_last=False))):
-        ours = run("fastattr", fwd, x, baselines, target, args, **kw)
+        maps[name] = run("fastattr", fwd, x, baselines, target, args, **kw)
         print(f"fastattr.captum vs captum GradientShap, same seed, {name}: max |diff| / max |captum| = "
-              f"{((ours - ref).abs().max() / scale).item():.2e}")
+              f"{rel(maps[name], ref):.2e} (relative L2 {rel_l2(maps[name], ref):.2e})")
+    # What is left with channels-last inputs is their convolution rounding: captum fed channels-last
+    # inputs gives fastattr's map, and both float32 maps are as far from a float64 run of the same draws.
+    cl = lambda inp: model(inp.contiguous(memory_format=torch.channels_last)).softmax(-1)  # noqa: E731
+    maps["captum, channels-last inputs"] = run("captum", cl, x, baselines, target, args)
+    print(f"  captum fed channels-last inputs vs fastattr.captum (default): "
+          f"{rel(maps['channels-last (default)'], maps['captum, channels-last inputs']):.2e}")
+    model64 = copy.deepcopy(model).double()
+    ref64 = run("captum", lambda inp: model64(inp).softmax(-1), x.double(), baselines.double(), target, args)
+    print("  against float64 (captum's GradientShap of model.double(), same draws): max |map - f64| / max |f64| = "
+          + ", ".join(f"{rel(m, ref64):.2e} {k}" for k, m in maps.items()))
 
     if not args.skip_timing:
         cands = {
@@ -113,13 +137,25 @@ def main() -> None:
             "captum GradientShap": lambda: run("captum", fwd, x, baselines, target, args),
             "fastattr.captum GradientShap": lambda: run("fastattr", fwd, x, baselines, target, args),
         }
-        t = interleaved(cands, repeats=args.repeats, warmup=args.warmup)
+        cpu = {k: [] for k in cands}
+
+        def cpu_timed(name, fn):
+            def call():
+                c = time.process_time()
+                fn()
+                cpu[name].append(time.process_time() - c)
+            return call
+
+        t = interleaved({k: cpu_timed(k, f) for k, f in cands.items()}, repeats=args.repeats, warmup=args.warmup)
         print("\n" + report(t, title=f"GradientShap, EfficientNet-Lite0 224x224, {x.shape[0]} image(s), "
-                                     f"{args.samples} samples"))
-        med = {k: statistics.median(v) for k, v in t.items()}
-        print(f"\ncaptum / fastattr.captum: {med['captum GradientShap'] / med['fastattr.captum GradientShap']:.3f}x; "
-              f"fastattr.captum / floor: {med['fastattr.captum GradientShap'] / med['floor']:.3f}; "
-              f"captum / floor: {med['captum GradientShap'] / med['floor']:.3f}")
+                                     f"{args.samples} samples, wall time"))
+        for title, times in (("wall", t), ("CPU (process time, all threads)", {k: v[args.warmup:] for k, v in cpu.items()})):
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"{title}: captum / fastattr.captum: "
+                  f"{med['captum GradientShap'] / med['fastattr.captum GradientShap']:.3f}x; fastattr.captum / floor: "
+                  f"{med['fastattr.captum GradientShap'] / med['floor']:.3f}; captum / floor: "
+                  f"{med['captum GradientShap'] / med['floor']:.3f} (medians "
+                  + ", ".join(f"{k} {m:.2f} s" for k, m in med.items()) + ")")
 
     if not args.skip_memory:
         growth = {}

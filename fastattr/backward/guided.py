@@ -9,7 +9,7 @@ the context pops the mode, also when the forward raises. Dynamo traces through t
 compile=True compiles the guided graph.
 
 Not covered (no function call to intercept): custom autograd Functions inside a model (e.g.
-efficientnet_pytorch's MemoryEfficientSwish) and TorchScript models.
+efficientnet_pytorch's MemoryEfficientSwish); TorchScript models are refused (`unreachable`).
 """
 from __future__ import annotations
 
@@ -213,10 +213,27 @@ def guided(model: torch.nn.Module) -> GuidedMode:
     return GuidedMode()
 
 
+def unreachable(model: torch.nn.Module) -> str | None:
+    """Why the guided mode cannot act on `model`, or None: a TorchScript module (scripted or
+    traced, also inside a Python model) runs its activations as graph ops, not Python calls the
+    mode could intercept; measured: its guided maps equal its standard maps exactly."""
+    from fastattr.models import EXPORT_RECIPE
+
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return ("cannot reach inside a TorchScript model (its activations are no Python calls to intercept) "
+                "and would silently give the standard gradient; save the model with torch.export instead: "
+                f"{EXPORT_RECIPE}")
+    return None
+
+
 def guided_activations(model: torch.nn.Module) -> GuidedMode:
     """The guided rule at activations only, max-pool's backward unchanged: captum's GuidedBackprop
-    on ReLU models (fastattr.captum.GuidedBackprop; not offered as a backward= name)."""
+    on ReLU models (fastattr.captum.GuidedBackprop; not offered as a backward= name). A model it
+    cannot reach (TorchScript) is a ValueError naming `model`."""
+    why = unreachable(model)
+    if why is not None:
+        raise ValueError(f"model: GuidedBackprop {why}")
     return GuidedMode(pool=False)
 
 
-register_backward("guided", guided)
+register_backward("guided", guided, unreachable)
