@@ -147,9 +147,12 @@ def test_guided_backprop_beyond_captum_functional_calls_and_gelu():
     assert_maps_close(fc.GuidedBackprop(gelu).attribute(x, target=2), ref, 1e-6)
 
 
-def test_guided_backprop_needs_a_module():
+def test_guided_backprop_needs_a_module_it_can_reach():
     with pytest.raises(AssertionError, match="^model:"):
         fc.GuidedBackprop(lambda x: x)
+    scripted = torch.jit.script(bm.BasicModel_MultiLayer().eval())  # its ReLUs are graph ops: nothing to intercept
+    with pytest.raises(ValueError, match="^model: GuidedBackprop cannot reach inside a TorchScript model"):
+        fc.GuidedBackprop(scripted).attribute(_rand(2, 3, seed=101), target=0)
 
 
 # -- NoiseTunnel over the new classes, both ways --------------------------------------------------
