@@ -428,3 +428,19 @@ def test_signatures_and_defaults_are_captums():
             extras = list(o.values())[len(captum_params):]
             assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extras), (name, fn)
     assert copy.copy(fc.GradientShap(_softmax())).has_convergence_delta()
+
+
+@pytest.mark.slow
+def test_effnet_gradient_shap_equals_captum(effnet, photos):
+    """The bench's call (bench/bench_gradient_shap.py) at 4 samples: NCHW (channels_last=False) gives
+    captum's map; the default channels-last inputs a map within the float32 rounding of the model."""
+    x = photos[:1]
+    fwd = lambda inp: effnet(inp).softmax(-1)  # noqa: E731
+    bs = torch.stack([torch.zeros(3, 224, 224), torch.full((3, 224, 224), 0.5)])
+    (ref, ref_delta), (ours, delta) = _gs_both(fwd, x, bs, n_samples=4, stdevs=0.1, target=285,
+                                               return_convergence_delta=True, internal_batch_size=3)
+    assert ((ours - ref).norm() / ref.norm()).item() < 1e-2
+    np.random.seed(0)
+    torch.manual_seed(1)
+    nchw = fc.GradientShap(fwd).attribute(x, bs, n_samples=4, stdevs=0.1, target=285, channels_last=False)
+    assert_maps_close(nchw, ref, 1e-4)
