@@ -38,6 +38,11 @@ class Explanation:
         return a.flatten(2).sum(2)
 
 
+# Methods that evaluate points belonging to no example of the call (expected_gradients' references):
+# they cannot run with per-example model inputs (layer=, model_kwargs= tensors with one row per example).
+UNTIED_METHODS = ("expected_gradients",)
+
+
 def check_call_options(method: str, rule: str, output, backward: str, steps, batch_size,
                        idgi: bool, baseline=None, layer=None) -> tuple[int | None, int | None]:
     """Checks the options explain and Explainer share; returns the checked (steps, batch_size)."""
@@ -46,6 +51,10 @@ def check_call_options(method: str, rule: str, output, backward: str, steps, bat
         raise ValueError(f"layer: method {method!r} blurs the model's input image over its two spatial axes, "
                          "which has no meaning in a layer's output space; with layer= use 'ig', 'vanilla', "
                          "'guided_ig' or 'neflag'")
+    if layer is not None and method in UNTIED_METHODS:
+        raise ValueError(f"layer: method {method!r} evaluates references that belong to no example, so they have "
+                         "no model inputs to run the layer on; with layer= use 'ig', 'vanilla', 'guided_ig' or "
+                         "'neflag'")
     v.check_choice(rule, "rule", RULES)
     model_io.check_output(output)
     v.check_choice(backward, "backward", BACKWARDS)
@@ -90,7 +99,7 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
 
     return explain_in_space(engine, x, b, target, layer, model_kwargs, trim_padding,
                             lambda xs, bs, t: explain_with_engine(engine, xs, bs, t, method, steps, rule, idgi,
-                                                                  progress, method_options))
+                                                                  progress, method_options), method)
 
 
 def prepare_inputs(engine: Engine, x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +120,12 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
         raise ValueError(f"inputs: method {method!r} works on images (N, C, H, W) (it blurs over two "
                          f"spatial axes), got shape {tuple(x.shape)}; vanilla, ig, guided_ig and neflag "
                          "take inputs of any rank")
+    if x.dim() == 1:  # N examples of one scalar: the methods walk (N, 1) points, the model gets (B,)
+        with engine.scalar_inputs():
+            e = explain_with_engine(engine, x[:, None], b[:, None], target, method, steps, rule, idgi, progress,
+                                    method_options)
+        e.attributions = e.attributions[:, 0]
+        return e
     evals_before = engine.grad_evals
     engine.fit_batch(x[0].numel())
     n = x.shape[0]

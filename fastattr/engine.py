@@ -105,6 +105,9 @@ class Engine:
         # with per-example model inputs. Set per call by fastattr.layer; entered with the session.
         self.forward = InputForward()
         self._forward_ctx = None
+        # The shape one point has for the model when it differs from the methods' points: () for
+        # rank-1 inputs (N scalars), which the methods walk as (N, 1) (scalar_inputs()).
+        self.model_point_shape: tuple[int, ...] | None = None
 
     def point_dtype(self, input_dtype: torch.dtype = torch.float32) -> torch.dtype:
         """dtype of points, gradients and maps for inputs of `input_dtype` (model_io.point_dtype)."""
@@ -121,6 +124,16 @@ class Engine:
         call's rows `rows` (B,) (their examples' model inputs; fastattr.forward)."""
         raw = self.forward.call(self, x, rows)
         return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
+
+    @contextlib.contextmanager
+    def scalar_inputs(self) -> Iterator["Engine"]:
+        """Rank-1 inputs (N,), N examples of one scalar: while active, the methods' (B, 1) points reach
+        the model as (B,) (its own input form) and gradients come back (B, 1)."""
+        old, self.model_point_shape = self.model_point_shape, ()
+        try:
+            yield self
+        finally:
+            self.model_point_shape = old
 
     def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor,
                         rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -147,7 +147,7 @@ class Explainer:
         return explain_in_space(self.engine, x, b, target, self.layer, kwargs, self.trim_padding,
                                 lambda xs, bs, t: explain_with_engine(self.engine, xs, bs, t, self.method, self.steps,
                                                                       self.rule, self.idgi, self.progress,
-                                                                      self.method_options))
+                                                                      self.method_options), self.method)
 
     def __repr__(self) -> str:
         kind = type(self.engine).__name__

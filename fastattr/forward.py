@@ -171,6 +171,8 @@ class InputForward:
             xm = xm.contiguous(memory_format=torch.channels_last)
         if engine.model_dtype is not None and xm.dtype != engine.model_dtype:
             xm = xm.to(engine.model_dtype)  # differentiable: the gradient comes back in x's dtype
+        if engine.model_point_shape is not None:  # differentiable: gradients come back as the points' shape
+            xm = xm.reshape(xm.shape[0], *engine.model_point_shape)
         kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(self.examples(rows))
         # Autocast around the (compiled) call: dynamo traces under the active autocast state and
         # guards on it; the output callable and the output form run in x's dtype afterwards.

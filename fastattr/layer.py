@@ -29,29 +29,34 @@ def check_trim_padding(trim_padding) -> bool:
 
 
 def explain_in_space(engine, x: torch.Tensor, b: torch.Tensor, target, layer, model_kwargs,
-                     trim_padding: bool, run: RunFn):
+                     trim_padding: bool, run: RunFn, method: str):
     """The Explanation of inputs x (N, ...) (on the engine's device: token ids, or floating inputs in
     the points' dtype) against baseline b (like x, checked), with the model called through a layer
-    and/or with model_kwargs; run(...) computes one bucket's Explanation on its points."""
-    from fastattr.api import Explanation
+    and/or with model_kwargs; run(...) computes one bucket's Explanation of `method` on its points."""
+    from fastattr.api import UNTIED_METHODS, Explanation
 
     n = x.shape[0]
     kwargs = ModelKwargs.check(model_kwargs, n, engine.device)
+    if kwargs is not None and kwargs.per_example and method in UNTIED_METHODS:
+        raise ValueError(f"model_kwargs: method {method!r} evaluates references that belong to no example, so "
+                         f"per-example model inputs ({sorted(kwargs.per_example)}) have no row for them; pass "
+                         "values shared by all examples (first dimension 1), or use another method")
     module, name = model_io.resolve_layer(engine.model, layer) if layer is not None else (None, None)
     trim_padding = check_trim_padding(trim_padding)
     # targets are checked against N here and against the model's classes in each bucket
     t_all = v.check_target(target, n, sys.maxsize, x.device) if target is not None else None
+    tokens = x.shape[1] if x.dim() >= 2 else 1
     mask = kwargs.attention_mask() if kwargs is not None and trim_padding else None
-    if mask is not None and (x.dim() < 2 or mask.shape[1] != x.shape[1]):
+    if mask is not None and (x.dim() < 2 or mask.shape[1] != tokens):
         mask = None  # the mask does not run along the inputs' dimension 1: nothing to cut
-    buckets = plan(mask, n, x.shape[1])
+    buckets = plan(mask, n, tokens)
     trimming = mask is not None and not bool((mask != 0).all())
     point_dtype = engine.point_dtype(x.dtype if x.is_floating_point() else torch.float32)
     merged = None
     try:
         for bucket in buckets:
             xb, bb = bucket.take(x), bucket.take(b)
-            kb = kwargs.select(bucket.rows, bucket.cols, x.shape[1]) if kwargs is not None else None
+            kb = kwargs.select(bucket.rows, bucket.cols, tokens) if kwargs is not None else None
             if module is not None:
                 forward = LayerForward(module, name, xb, kb, engine.model_dtype)
                 engine.forward = forward
@@ -77,7 +82,7 @@ def explain_in_space(engine, x: torch.Tensor, b: torch.Tensor, target, layer, mo
                                   else bucket.take(mask)) != 0)
             if len(buckets) == 1 and bucket.cols is None:
                 return e
-            merged = _merge(merged, e, bucket, n, x.shape[1], Explanation)
+            merged = _merge(merged, e, bucket, n, tokens, Explanation)
     finally:
         engine.forward = InputForward()
     return merged

@@ -249,7 +249,7 @@ def check_scores_finite(scores: torch.Tensor, where: str = "at the inputs") -> N
 def check_map_finite(maps: torch.Tensor) -> None:
     """ValueError naming the first image whose map (N, ...) has a NaN or inf (the model's gradient
     was non-finite although its scores were finite)."""
-    ok = torch.isfinite(maps.flatten(1)).all(1)
+    ok = torch.isfinite(maps.reshape(maps.shape[0], -1)).all(1)  # (N,) maps of rank-1 inputs too
     if not bool(ok.all()):
         i = int((~ok).nonzero()[0, 0])
         raise NonFiniteError("model: its gradient of f_c is NaN or inf{at} although its scores are finite; "

@@ -242,3 +242,18 @@ class IdgiSum:
         assert self.seen == self.acc.shape[0] * self.steps, "IDGI path ended before its last step"
         self.acc.add_(self.grad_bad[:, None])  # + 0, or NaN for an image with a non-finite gradient
         return self.acc.view_as(like)
+
+
+def from_path_start(consume: ConsumeFn, start_scores: torch.Tensor) -> ConsumeFn:
+    """IDGI on points whose first gradient point p_0 lies past the path start b (rules with a_0 > 0:
+    right, middle, gausslegendre): the segment [b, p_0] joins the first span (SPEC.md, IDGI's end
+    segments). IdgiSum reads y_0 only as the start of its first span, so handing it f_c(b) in place
+    of f_c(p_0) gives that span y_{e_1} - f_c(b) (the first step with a non-zero gradient takes the
+    segment, as any zero-gradient step's change) and makes its start_scores f_c(b): sum(A) =
+    f_c(x) - f_c(b) exactly. start_scores (N,) f_c at b -> a consume function for walk_path."""
+    start = start_scores.detach()
+
+    def consume_from_start(i, k, y, g):
+        consume(i, k, torch.where(k == 0, start.index_select(0, i).to(y.dtype), y), g)
+
+    return consume_from_start

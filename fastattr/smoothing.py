@@ -129,12 +129,16 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
         return run(x, b, target)
     from fastattr.layer import explain_in_space
 
-    return explain_in_space(engine, x, b, target, layer, model_kwargs, trim_padding, run)
+    return explain_in_space(engine, x, b, target, layer, model_kwargs, trim_padding, run, method)
 
 
 def _smoothgrad(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str, n: int, spread: float,
                 squared: bool, generator, steps, rule: str, idgi: bool, method_options: dict) -> Explanation:
     """smoothgrad's core on points x, b (N, ...) of the engine's space (its forward set)."""
+    scalars = x.dim() == 1  # N examples of one scalar: walked as (N, 1), the model gets (B,)
+    if scalars:
+        x, b = x[:, None], b[:, None]
+        engine.model_point_shape = ()
     engine.fit_batch(x[0].numel())
     per_example = engine.forward.per_example
     evals_before = engine.grad_evals
@@ -188,7 +192,9 @@ def _smoothgrad(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method
                 engine.forward.row_examples = None
             copy_maps = copy_maps.view(stop - start, n, *x.shape[1:])
             maps[start:stop] = (copy_maps.square() if squared else copy_maps).mean(1)
+    if scalars:
+        maps = maps[:, 0]
     model_io.check_map_finite(maps)
-    delta = maps.flatten(1).sum(1) - (scores - baseline_scores)
+    delta = maps.reshape(num, -1).sum(1) - (scores - baseline_scores)
     extras = {"nsamples": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
     return Explanation(maps, t, scores, baseline_scores, delta, engine.grad_evals - evals_before, method, extras)

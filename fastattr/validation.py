@@ -26,14 +26,14 @@ INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def check_inputs(inputs, layer=None) -> torch.Tensor:
-    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features;
-    with a layer= also an integer tensor (token ids: the path runs in the layer's output space)."""
+    """inputs must be a finite real floating tensor (N, ...) of rank >= 1 with N >= 1 and features
+    ((N,): N examples of one scalar each); with a layer= also an integer tensor (token ids: the path
+    runs in the layer's output space)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs: expected a torch.Tensor (N, ...), got {type(inputs).__name__}")
-    if inputs.dim() < 2:
-        raise ValueError(f"inputs: expected a tensor (N, ...) of rank >= 2 (a batch axis, then the features: "
-                         f"(N, D), (N, C, L), (N, C, H, W), (N, T) token ids with layer=...), got shape "
-                         f"{tuple(inputs.shape)}")
+    if inputs.dim() < 1:
+        raise ValueError(f"inputs: expected a tensor (N, ...) with a batch axis ((N,) for N scalars, (N, D), "
+                         f"(N, C, L), (N, C, H, W), (N, T) token ids with layer=...), got a 0-dimensional tensor")
     if not inputs.is_floating_point():
         if inputs.dtype not in INTEGER:
             raise TypeError(f"inputs: expected a floating-point tensor (or integer token ids with layer=), got "
@@ -157,6 +157,16 @@ def check_positive_int(value, name: str, *, allow_none: bool = True, maximum: in
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}: must be <= {maximum}, got {value}")
     return int(value)
+
+
+def check_generator(generator) -> None:
+    """None or a CPU torch.Generator (methods draw on the CPU); errors name `generator`."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator: must be a CPU generator (draws are made on the CPU), got {generator.device}")
 
 
 def check_nonnegative_int(value, name: str) -> int | None:

@@ -388,6 +388,17 @@ def test_blur_ig_refuses_a_layer(models):
         fastattr.Explainer(model, method="blur_ig", layer=layer)
 
 
+def test_expected_gradients_refuses_per_example_inputs(models):
+    model, layer = models["bert"]
+    ids, mask, _ = tm.sentences([5, 3])
+    with pytest.raises(ValueError, match=r"^layer: method 'expected_gradients' evaluates references"):
+        fastattr.explain(model, ids, method="expected_gradients", layer=layer)
+    x = torch.randn(2, 5, 32)
+    with pytest.raises(ValueError, match=r"^model_kwargs: method 'expected_gradients' evaluates references .*"
+                                         r"\['attention_mask'\]"):
+        fastattr.explain(model, x, method="expected_gradients", model_kwargs={"attention_mask": mask})
+
+
 def test_trimming_needs_a_token_axis():
     class Pool(nn.Module):
         def __init__(self):

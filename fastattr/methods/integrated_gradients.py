@@ -6,7 +6,7 @@ import torch
 
 from fastattr.adaptive import AdaptivePath, check_schedule
 from fastattr.methods.base import MethodContext, MethodResult, register_method
-from fastattr.paths import IdgiSum, RiemannSum, walk_path
+from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_path
 
 RULES = ("left", "right", "middle", "trapezoid", "pair", "gausslegendre")
 
@@ -79,8 +79,12 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
         if len(alphas) == 0:
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
         acc = IdgiSum(x, len(alphas), ctx.scores)
+        consume = acc
+        if alphas[0] > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
+            images = torch.arange(x.shape[0], device=x.device)
+            consume = from_path_start(acc, engine.value(b, ctx.targets, images=images))
         point = straight_point(x, b, alphas, float64=ctx.rule == "pair")
-        walk_path(ctx, len(alphas), point, acc, desc="IDGI-IG")
+        walk_path(ctx, len(alphas), point, consume, desc="IDGI-IG")
         attributions = acc.result(x).clone()
     else:
         acc = RiemannSum(x, weights)
