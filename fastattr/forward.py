@@ -77,8 +77,8 @@ class ModelKwargs:
                 raise ValueError(f"model_kwargs: {key!r} has shape {tuple(value.shape)}, but inputs hold {n} "
                                  f"examples. A tensor whose first dimension is N={n} belongs to the examples "
                                  "(each chunk gets its examples' rows); a 0-d tensor or one whose first dimension "
-                                 "is 1 is shared by all of them; other shapes are refused (say which by "
-                                 "reshaping it)")
+                                 "is 1 is shared by all of them (reshape a shared tensor to (1, ...)); other "
+                                 "shapes are refused")
         if not per_example and not shared:
             return None
         return cls(per_example, shared, n)
