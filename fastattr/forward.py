@@ -161,14 +161,7 @@ class InputForward:
 
     def call(self, engine, x: torch.Tensor, rows: torch.Tensor | None):
         """The model's raw output for points x (B, ...) of rows `rows` (B,)."""
-        xm = x
-        if engine.channels_last and x.dim() == 4:
-            # Convolutions run faster on channels-last activations (oneDNN on CPU: EfficientNet-
-            # Lite0 forward+backward at batch 8 took 2.08 s vs 2.52 s per 32 points, measured
-            # interleaved here); the copy is differentiable, so gradients come back as NCHW.
-            # It changes convolution rounding (a few float32 ulps), which can move gradients at
-            # ReLU6 kinks; channels_last=False reproduces NCHW results bit for bit.
-            xm = xm.contiguous(memory_format=torch.channels_last)
+        xm = engine.in_model_format(x)  # channels-last for conv models (no copy if it already is)
         if engine.model_dtype is not None and xm.dtype != engine.model_dtype:
             xm = xm.to(engine.model_dtype)  # differentiable: the gradient comes back in x's dtype
         if engine.model_point_shape is not None:  # differentiable: gradients come back as the points' shape

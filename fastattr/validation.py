@@ -1,6 +1,7 @@
 """Argument checks of the public API: every error names the parameter at fault."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -182,13 +183,22 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
-def check_method_options(fn, method: str, options: dict) -> None:
-    """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
+@functools.lru_cache(maxsize=None)
+def _keyword_options(fn) -> list[str] | None:
+    """Keyword parameters of method function fn(ctx, ...) (None: it takes **kwargs). Cached:
+    inspect.signature took ~0.1 ms of every call (bench/bench_overhead.py, tiny model)."""
     params = list(inspect.signature(fn).parameters.values())[1:]  # the first one is ctx
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+
+def check_method_options(fn, method: str, options: dict) -> None:
+    """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
+    known = _keyword_options(fn)
+    if known is None:
         return
-    known = [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     unknown = [k for k in options if k not in known]
     if unknown:
         raise TypeError(f"{unknown[0]}: unknown option of method {method!r}; "
