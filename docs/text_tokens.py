@@ -7,14 +7,14 @@ The model: BertForSequenceClassification from a BertConfig (2 layers, hidden 32,
 a WordPiece tokenizer over a 60-word vocabulary (so "unwatchable" becomes un ##watch ##able),
 trained for --steps AdamW steps (under a minute on one CPU core) on sentences whose label is
 positive when they hold more positive than negative words. The per-token map is Integrated
-Gradients at the embedding layer, summed over the hidden axis: captum's LayerIntegratedGradients
-for now (fastattr's own layer= is being written; switch to `fastattr.explain(model, ids, layer=
-"bert.embeddings", ...).token_scores` when it lands), with the padding baseline that keeps [CLS]
-and [SEP], target = the predicted class, f_c = its log-odds (logit minus the other class's logit;
-the probability saturates at 1.00 on this easy task, and its integrated gradients would then
-say little); a sentence's scores sum to its log-odds minus the log-odds at the baseline (both
-in its title), up to captum's delta. Sentences of different
-lengths are padded to one batch; the attention mask marks the padding, which the picture omits.
+Gradients at the embedding layer, summed over the hidden axis: `fastattr.explain(model, ids,
+layer="bert.embeddings", ...).token_scores` (captum's default rule, Gauss-Legendre), with the
+padding baseline that keeps [CLS] and [SEP], target = the predicted class, f_c = its log-odds
+(logit minus the other class's logit; the probability saturates at 1.00 on this easy task, and its
+integrated gradients would then say little); a sentence's scores sum to its log-odds minus the
+log-odds at the baseline (both in its title), up to the printed delta. Sentences of different
+lengths are padded to one batch; the attention mask marks the padding (trimmed: each sentence is
+computed at its own length), which the picture omits.
 """
 from __future__ import annotations
 
@@ -100,9 +100,9 @@ def train(model, tokenizer, steps: int) -> float:
 
 
 def token_scores(model, tokenizer, texts: list[str], ig_steps: int):
-    """Per-token IG scores (N, T) at the embeddings (captum's LayerIntegratedGradients), tokens,
-    mask, predicted class, its probability and captum's completeness delta."""
-    from captum.attr import LayerIntegratedGradients
+    """Per-token IG scores (N, T) at the embeddings (fastattr's layer=), tokens, mask, predicted
+    class, its probability, the log-odds at the inputs and the baseline, and the completeness delta."""
+    import fastattr
 
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -110,21 +110,15 @@ def token_scores(model, tokenizer, texts: list[str], ig_steps: int):
     special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
     base = torch.where(special, ids, torch.full_like(ids, tokenizer.pad_token_id))
 
-    def logits(input_ids, attention_mask):  # (N, 2): each class's log-odds against the other
-        z = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return z - z.flip(-1)
+    def log_odds(out):  # (N, 2): each class's log-odds against the other
+        return out.logits - out.logits.flip(-1)
 
-    with torch.no_grad():
-        z, zb = logits(ids, mask), logits(base, mask)
-    target = z.argmax(-1)
-    lig = LayerIntegratedGradients(logits, model.bert.embeddings)
-    attr, delta = lig.attribute(ids, baselines=base, target=target, additional_forward_args=(mask,),
-                                n_steps=ig_steps, return_convergence_delta=True)
-    scores = attr.sum(-1) * mask  # padding: L(x) = L(b) there, so 0 already; the mask makes it exact
+    ex = fastattr.explain(model, ids, layer="bert.embeddings", baseline=base, output=log_odds,
+                          model_kwargs={"attention_mask": mask}, steps=ig_steps, rule="gausslegendre")
     tokens = [tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
-    pick = target[:, None]
-    return (scores.detach(), tokens, mask, target, z.softmax(-1).gather(1, pick)[:, 0], z.gather(1, pick)[:, 0],
-            zb.gather(1, pick)[:, 0], delta)
+    with torch.no_grad():
+        p = model(input_ids=ids, attention_mask=mask).logits.softmax(-1).gather(1, ex.target[:, None])[:, 0]
+    return ex.token_scores, tokens, mask, ex.target, p, ex.scores, ex.baseline_scores, ex.delta
 
 
 def main() -> None:
