@@ -274,7 +274,8 @@ class Engine:
             xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
-                y, g = self._value_and_grad(xp, tp, self._padded_rows(images, xp.shape[0]))
+                rows = self._padded_rows(images, xp.shape[0]) if self.forward.per_example else None
+                y, g = self._value_and_grad(xp, tp, rows)
             y = y[:n].detach()
             self._observe(y, images)
         self.grad_evals += n
@@ -291,8 +292,11 @@ class Engine:
         with self.session():
             for s, e in self.chunks(x.shape[0]):
                 xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device))
-                rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]
-                outs.append(self._logits(xc, self._padded_rows(rc, xc.shape[0]))[: e - s])
+                rc = None
+                if self.forward.per_example:  # the rows pick the points' model inputs
+                    rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]
+                    rc = self._padded_rows(rc, xc.shape[0])
+                outs.append(self._logits(xc, rc)[: e - s])
         self.forward_evals += x.shape[0]
         return torch.cat(outs)
 

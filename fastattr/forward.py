@@ -144,12 +144,11 @@ class InputForward:
 
     def __init__(self, kwargs: ModelKwargs | None = None):
         self.kwargs = kwargs
+        # True when points of different examples call the model with different inputs (the
+        # engine then hands each chunk its rows; an attribute: read per chunk)
+        self.per_example = kwargs is not None
         self.row_examples: torch.Tensor | None = None
 
-    @property
-    def per_example(self) -> bool:
-        """True when points of different examples call the model with different inputs."""
-        return self.kwargs is not None
 
     def context(self, engine):
         return contextlib.nullcontext()
@@ -184,6 +183,7 @@ class LayerForward(InputForward):
     def __init__(self, layer: nn.Module, name: str, inputs: torch.Tensor, kwargs: ModelKwargs | None,
                  model_dtype: torch.dtype | None):
         super().__init__(kwargs)
+        self.per_example = True
         self.layer, self.name = layer, name
         if inputs.is_floating_point() and model_dtype is not None:
             inputs = inputs.to(model_dtype)  # pixels for a ViT: no gradient flows to them
@@ -191,8 +191,6 @@ class LayerForward(InputForward):
         self._point: torch.Tensor | None = None  # the chunk's points while the model runs; None: embed
         self._calls = 0
         self._captured: torch.Tensor | None = None
-
-    per_example = True
 
     @contextlib.contextmanager
     def context(self, engine):
