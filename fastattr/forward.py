@@ -16,6 +16,7 @@ image index). Rows are examples unless a caller makes copies (SmoothGrad's noisy
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
@@ -176,88 +177,161 @@ class _Captured(Exception):
     """Raised by the hook once L(inputs) is captured: the rest of the forward is not needed."""
 
 
+class LayerSite:
+    """One place a LayerForward replaces: a layer's output (or, with `inputs`, its positional inputs:
+    a forward pre-hook), its first tensor (fastattr's layer=: a tuple or ModelOutput keeps its other
+    fields) or, with `whole`, every tensor it holds (captum's layers: each one a path of its own)."""
+
+    def __init__(self, module: nn.Module, name: str, inputs: bool = False, whole: bool = False):
+        self.module, self.name, self.inputs, self.whole = module, name, inputs, whole
+
+    def register(self, hook) -> "torch.utils.hooks.RemovableHandle":
+        """hook(module, args, out=None) as the layer's forward hook (pre-hook for its inputs)."""
+        return (self.module.register_forward_pre_hook(hook) if self.inputs
+                else self.module.register_forward_hook(hook))
+
+    def tensors(self, value) -> tuple[torch.Tensor, ...]:
+        """The floating tensors at this site of one forward (value: the output, or the args tuple)."""
+        if not self.whole:
+            return (model_io.layer_tensor(value, self.name),)
+        ts = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        where = "inputs" if self.inputs else "output"
+        for t in ts:
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"layer: {self.name!r} has a {what} among its {where}; attributing to the "
+                                 f"layer {where} needs every one to be a floating-point tensor (pick another "
+                                 "layer, or attribute to its output / input instead)")
+        return ts
+
+    def rebuilt(self, value, reps: tuple[torch.Tensor, ...]):
+        """value with its tensors (see tensors()) replaced by reps, same container type."""
+        if not self.whole:
+            return model_io.with_layer_tensor(value, reps[0])
+        if isinstance(value, torch.Tensor):
+            return reps[0]
+        if isinstance(value, list):
+            return list(reps)
+        return type(value)(*reps) if hasattr(value, "_fields") else tuple(reps)
+
+
 class LayerForward(InputForward):
     """Points in the output space of `layer`: the model runs on its examples' inputs (N, ...) (token
-    ids, pixels) and model_kwargs, with the layer's output replaced by the chunk's points."""
+    ids, pixels) and model_kwargs, with the layer's output replaced by the chunk's points.
 
-    def __init__(self, layer: nn.Module, name: str, inputs: torch.Tensor, kwargs: ModelKwargs | None,
-                 model_dtype: torch.dtype | None):
+    The general form (sites=): several layers, their inputs or outputs, every tensor they hold; the
+    points of a chunk are then split into one tensor per site tensor by split(). A subclass calling
+    something else than the model (fastattr.captum: the user's forward_func with its arguments)
+    overrides run() and rows()."""
+
+    def __init__(self, layer: nn.Module, name: str, inputs, kwargs: ModelKwargs | None,
+                 model_dtype: torch.dtype | None, sites: list[LayerSite] | None = None):
         super().__init__(kwargs)
         self.per_example = True
         self.layer, self.name = layer, name
-        if inputs.is_floating_point() and model_dtype is not None:
+        self.sites = sites if sites is not None else [LayerSite(layer, name)]
+        if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and model_dtype is not None:
             inputs = inputs.to(model_dtype)  # pixels for a ViT: no gradient flows to them
         self.inputs = inputs
-        self._point: torch.Tensor | None = None  # the chunk's points while the model runs; None: embed
-        self._calls = 0
-        self._captured: torch.Tensor | None = None
+        # per site, the chunk's replacement tensors while the model runs; None: embed
+        self._points: list[tuple[torch.Tensor, ...]] | None = None
+        self._calls = [0] * len(self.sites)
+        self._captured: list | None = None
 
     @contextlib.contextmanager
     def context(self, engine):
-        """The replacement hook, registered for one engine session (removed also on error)."""
-        handle = self.layer.register_forward_hook(self._hook)
+        """The replacement hooks, registered for one engine session (removed also on error)."""
+        handles = []
         try:
+            for j, site in enumerate(self.sites):
+                handles.append(site.register(functools.partial(self._hook, j)))
             yield
         finally:
-            handle.remove()
+            for h in handles:
+                h.remove()
 
-    def _hook(self, module, args, out):
-        t = model_io.layer_tensor(out, self.name)
-        p = self._point
-        if p is None:  # embed(): L(inputs) is all that is needed
-            self._captured = t
-            raise _Captured
-        self._calls += 1
-        if self._calls > 1:
-            raise ValueError(f"layer: {self.name!r} is called {self._calls} times in one forward of the model (a "
-                             "module used in several places); its output is not one space to run a path in. "
+    def _hook(self, j: int, module, args, out=None):
+        site = self.sites[j]
+        value = args if site.inputs else out
+        ts = site.tensors(value)
+        if self._points is None:  # embed(): L(inputs) is all that is needed
+            self._captured[j] = ts
+            if all(c is not None for c in self._captured):
+                raise _Captured
+            return None
+        self._calls[j] += 1
+        if self._calls[j] > 1:
+            raise ValueError(f"layer: {site.name!r} is called {self._calls[j]} times in one forward of the model "
+                             "(a module used in several places); its output is not one space to run a path in. "
                              "Pick a layer the model calls once per forward")
-        if p.shape != t.shape:
-            raise ValueError(f"layer: {self.name!r} returned shape {tuple(t.shape)} where its output at the inputs "
-                             f"had shape {tuple(p.shape)}; the layer's output must depend on its example only")
-        # A copy in the layer's real dtype (autocast, a half model): differentiable, and an in-place
-        # op of the model on the layer's output never writes into the engine's leaf.
-        rep = p.to(t.dtype) if p.dtype != t.dtype else p.clone()
-        return model_io.with_layer_tensor(out, rep)
+        points = self._points[j]
+        reps = []
+        for p, t in zip(points, ts):
+            if p.shape != t.shape:
+                raise ValueError(f"layer: {site.name!r} returned shape {tuple(t.shape)} where its output at the "
+                                 f"inputs had shape {tuple(p.shape)}; the layer's output must depend on its "
+                                 "example only")
+            # A copy in the layer's real dtype (autocast, a half model): differentiable, and an in-place
+            # op of the model on the layer's output never writes into the engine's leaf.
+            reps.append(p.to(t.dtype) if p.dtype != t.dtype else p.clone())
+        return site.rebuilt(value, tuple(reps))
+
+    def split(self, points: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """A chunk's points (B, ...) -> per site, the tensors that replace its tensors."""
+        return [(points,)]
+
+    def rows(self, inputs, examples: torch.Tensor):
+        """The rows `examples` (B,) of inputs (the examples' inputs, or a baseline like them)."""
+        return inputs.index_select(0, examples)
+
+    def run(self, engine, inputs, examples: torch.Tensor, compiled: bool):
+        """The model's raw output on `inputs` (rows of examples (B,)) with their model_kwargs."""
+        kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(examples)
+        with model_io.autocast(engine.device, engine.autocast_dtype):
+            if compiled and engine.compile:
+                return _compiled()(engine.model, inputs, **kw)
+            return engine.model(inputs, **kw)
 
     def call(self, engine, points: torch.Tensor, rows: torch.Tensor | None):
         """The model's raw output with the layer's output replaced by points (B, ...) of rows (B,)."""
         ex = self.examples(rows)
-        kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(ex)
-        self._point, self._calls = points, 0
+        self._points, self._calls = self.split(points), [0] * len(self.sites)
         try:
-            inputs = self.inputs.index_select(0, ex)
-            with model_io.autocast(engine.device, engine.autocast_dtype):
-                raw = _compiled()(engine.model, inputs, **kw) if engine.compile else engine.model(inputs, **kw)
+            raw = self.run(engine, self.rows(self.inputs, ex), ex, compiled=True)
         finally:
-            self._point = None
-        if self._calls == 0:
-            self._never_called()
+            self._points = None
+        for j, calls in enumerate(self._calls):
+            if calls == 0:
+                self._never_called(j)
         return raw
 
-    def _never_called(self):
-        raise ValueError(f"layer: {self.name!r} ({type(self.layer).__name__}) is never called in the model's "
+    def _never_called(self, j: int = 0):
+        site = self.sites[j]
+        raise ValueError(f"layer: {site.name!r} ({type(site.module).__name__}) is never called in the model's "
                          "forward, so there is no output to attribute to; pick a module the forward runs")
 
-    @torch.no_grad()
     def embed(self, engine, inputs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """L(inputs) for inputs (N, ...) like the examples' (inputs or baseline ids), chunked, in
         `dtype`; the forward stops at the layer. Needs the engine's session (the hook)."""
-        outs = []
         if inputs.is_floating_point() and engine.model_dtype is not None:
             inputs = inputs.to(engine.model_dtype)
-        for start, stop in engine.chunks(inputs.shape[0]):
-            ex = torch.arange(start, stop, device=inputs.device)
-            kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(ex)
-            self._captured = None
+        return self.embed_all(engine, inputs, inputs.shape[0], dtype)[0]
+
+    @torch.no_grad()
+    def embed_all(self, engine, inputs, n: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+        """Every site's tensors at inputs (n examples, read by rows()), chunked, in `dtype` (None:
+        their own), sites in order -> tuple of (n, ...). Needs the engine's session (the hooks)."""
+        outs = []
+        for start, stop in engine.chunks(n):
+            ex = torch.arange(start, stop, device=engine.device)
+            self._captured = [None] * len(self.sites)
             try:
-                with model_io.autocast(engine.device, engine.autocast_dtype):
-                    engine.model(inputs[start:stop], **kw)
+                self.run(engine, self.rows(inputs, ex), ex, compiled=False)
             except _Captured:
                 pass
-            if self._captured is None:
-                self._never_called()
-            outs.append(self._captured.to(dtype))
+            for j, c in enumerate(self._captured):
+                if c is None:
+                    self._never_called(j)
+            outs.append([t if dtype is None else t.to(dtype) for c in self._captured for t in c])
         self._captured = None
-        return torch.cat(outs)
-
+        return tuple(torch.cat(parts) for parts in zip(*outs))

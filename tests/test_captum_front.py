@@ -15,7 +15,7 @@ from torch import nn
 
 import fastattr
 import fastattr.captum as fc
-from fastattr.captum._forward import CallableModel, InputLayout, find_modules
+from fastattr.captum._forward import CallableModel, find_modules
 from fastattr.captum._inputs import Target
 from fastattr.methods.integrated_gradients import rule_points
 
@@ -400,15 +400,14 @@ def test_find_modules_looks_through_callables():
 def test_channels_last_chosen_for_callables_wrapping_conv_models():
     conv = _seeded(bm.BasicModel_ConvNet)
     x = torch.zeros(2, 1, 10, 10)
-    layout = InputLayout((x,))
-    assert CallableModel(lambda t: conv(t), layout, Target("none"), ()).channels_last
-    assert not CallableModel(lambda t: conv(t), layout, Target("none"), (), channels_last=False).channels_last
+    assert CallableModel(lambda t: conv(t), (x,), Target("none"), ()).channels_last
+    assert not CallableModel(lambda t: conv(t), (x,), Target("none"), (), channels_last=False).channels_last
     mlp = _seeded(SoftmaxModel, 10, 20, 5)
-    assert not CallableModel(lambda t: mlp(t), InputLayout((torch.zeros(2, 10),)), Target("none"), ()).channels_last
+    assert not CallableModel(lambda t: mlp(t), (torch.zeros(2, 10),), Target("none"), ()).channels_last
     # a parameter-free callable: the engine finds the inputs' device through a marker buffer
     from fastattr.engine import model_device
 
-    assert model_device(CallableModel(torch.relu, InputLayout((x,)), Target("none"), ())) == x.device
+    assert model_device(CallableModel(torch.relu, (x,), Target("none"), ())) == x.device
     # a model that cannot take channels-last inputs is found out on its first call and remembered
     fwd, xv, kw = case("conv_view", torch.float32)
     ig = fc.IntegratedGradients(fwd)

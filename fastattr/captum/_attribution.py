@@ -9,7 +9,7 @@ import torch
 from fastattr import validation as v
 from fastattr.backward import BACKWARDS
 from fastattr.backward.guided import guided_activations
-from fastattr.captum._core import make_engine
+from fastattr.captum._core import input_engine
 from fastattr.captum._forward import CallableModel, InputLayout
 from fastattr.captum._inputs import (CaptumTypeError, CaptumValueError, Target, expand_args, format_additional_args,
                                      format_baselines, format_inputs, format_target)
@@ -49,17 +49,24 @@ class GradientAttribution:
     def attribute_future(self):
         raise NotImplementedError(f"attribute_future is not implemented for {type(self).__name__}")
 
-    def _prepare(self, xs, n_examples: int, target, additional_forward_args, batch_size, backward: str,
-                 channels_last):
-        """The adapter and engine for one call on rows xs of n_examples user examples."""
+    def _adapter(self, xs, n_examples: int, target, additional_forward_args, backward: str,
+                 channels_last) -> CallableModel:
+        """The adapter of forward_func for one call with inputs like xs, of n_examples user examples."""
         if backward is not guided_activations:  # GuidedBackprop's own mode (not a backward= name)
             v.check_choice(backward, "backward", BACKWARDS)
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(f"channels_last: expected None or a bool, got {type(channels_last).__name__}")
-        model = CallableModel(self.forward_func, InputLayout(xs), format_target(target, n_examples),
-                              format_additional_args(additional_forward_args, n_examples),
-                              channels_last=self._channels_last if channels_last is None else channels_last)
-        return model, make_engine(model, batch_size, backward)
+        return CallableModel(self.forward_func, xs, format_target(target, n_examples),
+                             format_additional_args(additional_forward_args, n_examples),
+                             channels_last=self._channels_last if channels_last is None else channels_last)
+
+    def _prepare(self, xs, source: torch.Tensor, n_examples: int, target, additional_forward_args, batch_size,
+                 backward: str, channels_last):
+        """The adapter, point layout and engine for one call on rows xs (R, ...) of user examples
+        source (R,) of n_examples."""
+        model = self._adapter(xs, n_examples, target, additional_forward_args, backward, channels_last)
+        layout = InputLayout(xs)
+        return model, layout, input_engine(model, layout, source, batch_size, backward)
 
     def _remember_format(self, model: CallableModel, channels_last) -> None:
         if channels_last is None and model.format_decided:

@@ -1,9 +1,9 @@
 """The engine walks behind fastattr.captum: IG (captum's rules, or IDGI) and input gradients for
 R rows (examples, or noisy copies of examples), every row's points packed into the engine's chunks.
 
-Rows map to the user's examples through `source` (R,) (targets and additional_forward_args follow
-the example). Points are built per input exactly as captum builds them (baseline + alpha * (input -
-baseline) in the input's dtype, alpha rounded as captum's Python float is), so the model sees the
+Rows map to the user's examples through the engine's Forward (its row_examples: targets and
+additional_forward_args follow the example). Points are built per input exactly as captum builds
+them (baseline + alpha * (input - baseline) in the input's dtype, alpha rounded as captum's Python float is), so the model sees the
 same numbers captum gives it; gradients are summed by the fused fastattr::path_accumulate_ with
 captum's step sizes (rounded to float32, as captum's `torch.tensor(step_sizes).float()`).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fastattr.captum._forward import CallableModel, InputLayout
+from fastattr.captum._forward import CallableForward, CallableModel, InputLayout
 from fastattr.engine import Engine
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
@@ -20,12 +20,24 @@ from fastattr.paths import IdgiSum, from_path_start, walk_path
 
 def make_engine(model: CallableModel, batch_size: int | None, backward: str) -> Engine:
     """An engine over the adapter: it calls the model in chunks of `batch_size` points (None: the
-    engine's default for the point size), parameters of the found modules frozen. The model dtype
-    is the inputs' (captum hands forward_func the caller's dtype; the points are built in it), and
-    the memory format is the adapter's business (it knows which tensors are images)."""
-    engine = Engine(model, output="logit", batch_size=batch_size, backward=backward, channels_last=False,
-                    model_dtype=model.layout.dtype)
-    engine.fit_batch(max(1, int(torch.Size(model.layout.point_shape).numel())))
+    engine's default for the point size, see fit), parameters of the found modules frozen. The
+    memory format is the adapter's business (it knows which tensors are images)."""
+    return Engine(model, output="logit", batch_size=batch_size, backward=backward, channels_last=False)
+
+
+def fit(engine: Engine, layout: InputLayout) -> None:
+    """Size the chunks for points of `layout`; the model dtype is the points' (captum hands
+    forward_func the caller's dtype; the points are built in it)."""
+    engine.model_dtype = layout.dtype
+    engine.fit_batch(max(1, int(torch.Size(layout.point_shape).numel())))
+
+
+def input_engine(model: CallableModel, layout: InputLayout, source: torch.Tensor, batch_size: int | None,
+                 backward: str) -> Engine:
+    """make_engine + fit for points that are the user's inputs (layout), rows of examples source (R,)."""
+    engine = make_engine(model, batch_size, backward)
+    engine.forward = CallableForward(model, layout, source)
+    fit(engine, layout)
     return engine
 
 
@@ -72,13 +84,13 @@ def path_points(xs, bs, ds, layout: InputLayout, alphas: torch.Tensor):
     return point
 
 
-def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor, alphas: list[float],
-              step_sizes: list[float], idgi: bool) -> tuple[torch.Tensor, ...]:
+def integrate(engine: Engine, layout: InputLayout, xs, bs, alphas: list[float], step_sizes: list[float],
+              idgi: bool) -> tuple[torch.Tensor, ...]:
     """Per input, sum_k step_k * grad at the k-th path point (captum's total_grads), or the IDGI map.
-    xs tuple of (R, ...) rows, bs their baselines (numbers or 1/R-row tensors) -> tuple of (R, ...)."""
+    xs tuple of (R, ...) rows (the engine's Forward knows their examples), bs their baselines
+    (numbers or 1/R-row tensors), layout: how they join into points -> tuple of (R, ...)."""
     r = xs[0].shape[0]
     device = xs[0].device
-    layout = model.layout
     ds = tuple(x - b for x, b in zip(xs, bs))  # captum's (input - baseline), in the input dtype
     alpha_t = torch.tensor(alphas, dtype=torch.float64)
     width = int(torch.Size(layout.point_shape).numel())
@@ -92,10 +104,8 @@ def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor
             return tuple(torch.zeros_like(x, dtype=acc_dtype) for x in xs)
         rows, zeros = torch.arange(r, device=device), torch.zeros(r, dtype=torch.long, device=device)
         with engine.session():
-            model.feed(source)
             end = engine.value(layout.join(xs), zeros)
             if alpha_t[0] > 0:  # f_c(b): the segment [b, p_0] goes with the first span (SPEC.md)
-                model.feed(source)
                 start = engine.value(path_points(xs, bs, ds, layout, torch.zeros(1, dtype=torch.float64))(rows, zeros),
                                      zeros)
         acc = IdgiSum(torch.empty(r, width, dtype=acc_dtype, device=device), steps, end)
@@ -105,12 +115,7 @@ def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor
         acc = _Riemann(r, width, acc_dtype, device, step_sizes)
         consume = acc
 
-    build = path_points(xs, bs, ds, layout, alpha_t)
-
-    def point(i, k):
-        model.feed(source.index_select(0, i))
-        return build(i, k)
-
+    point = path_points(xs, bs, ds, layout, alpha_t)
     walk_path(_context(engine, r, steps, device), steps, point, consume, desc="IG")
     # captum's total_grads: grads times float32 step sizes, so float32 unless the input is float64
     return tuple(t.to(torch.promote_types(d, torch.float32))
@@ -129,31 +134,27 @@ class _Riemann:
         path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.coef[k], i, False)
 
 
-def walk_rows(model: CallableModel, engine: Engine, source: torch.Tensor, point, consume, desc: str) -> None:
+def walk_rows(engine: Engine, rows: int, device, point, consume, desc: str) -> None:
     """One gradient per row r = 0..R-1, rows packed into the engine's chunks in order: point(i) builds
     the points of rows i (B, *point_shape), consume(i, g) receives their gradients (B, D) in the point
-    dtype. source (R,): the user example of each row (its target and additional_forward_args)."""
-
-    def row_point(i, k):
-        model.feed(source.index_select(0, i))
-        return point(i)
+    dtype. The engine's Forward maps rows to the user's examples (targets, additional_forward_args)."""
 
     def keep(i, k, y, g):
         consume(i, g.reshape(g.shape[0], -1))
 
-    walk_path(_context(engine, source.shape[0], 1, source.device), 1, row_point, keep, desc=desc)
+    walk_path(_context(engine, rows, 1, device), 1, lambda i, k: point(i), keep, desc=desc)
 
 
-def gradients(model: CallableModel, engine: Engine, xs, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def gradients(engine: Engine, layout: InputLayout, xs) -> tuple[torch.Tensor, ...]:
     """d score / d input at each row, per input in the input's dtype -> tuple of (R, ...)."""
-    layout = model.layout
     width = int(torch.Size(layout.point_shape).numel())
     grads = torch.empty(xs[0].shape[0], width, dtype=layout.dtype, device=xs[0].device)
 
     def keep(i, g):
         grads[i] = g.to(grads.dtype)
 
-    walk_rows(model, engine, source, lambda i: layout.join([x.index_select(0, i) for x in xs]), keep, "gradient")
+    walk_rows(engine, xs[0].shape[0], xs[0].device, lambda i: layout.join([x.index_select(0, i) for x in xs]),
+              keep, "gradient")
     return tuple(g.to(d) for g, d in zip(split_rows(grads, layout), layout.dtypes))
 
 

@@ -1,12 +1,18 @@
-"""The user's forward_func as a model for fastattr's engine: points in, one explained score per
-point out, with the user's tuple of inputs, additional_forward_args and captum target rules.
+"""The user's forward_func on fastattr's engine: points in, one explained score per point out, with
+the user's tuple of inputs, additional_forward_args and captum target rules.
 
-The engine sees one tensor per point: a single input of rank >= 2 as itself, anything else (several
-inputs, or a 1-D input) flattened per example and concatenated, (B, D1 + D2 + ...). The adapter
-splits a chunk back into the user's tensors, appends the additional arguments of the chunk's
-examples, calls forward_func and selects the target. It learns which examples a chunk holds from
-`feed(rows)`, called by the walk just before each engine call (and once before a forward-only
-pass over many chunks, which consume the fed rows in order).
+CallableModel is the engine's model: it holds the nn.Modules forward_func reaches (so that the
+engine freezes their parameters, finds their device, puts them in eval mode and guides their
+activations) and calls forward_func. The engine's Forward seam (fastattr.forward) hands every chunk
+its rows; `row_examples` maps rows to the user's examples (NoiseTunnel's and GradientShap's copies
+are rows of one example), whose targets and additional_forward_args the chunk gets:
+
+- CallableForward: the points are the user's inputs. The engine sees one tensor per point: a
+  single input of rank >= 2 as itself, anything else (several inputs, or a 1-D input) flattened
+  per example and concatenated, (B, D1 + D2 + ...); InputLayout splits a chunk back.
+- CallableLayerForward (fastattr.forward.LayerForward): the points live at layers of the model
+  (LayerIntegratedGradients); forward_func runs on the examples' own inputs with the layers'
+  outputs (or inputs) replaced by the chunk's points.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch import nn
 
 from fastattr.captum._inputs import Target, expand_args
 from fastattr.engine import uses_conv2d
+from fastattr.forward import InputForward, LayerForward, LayerSite
 
 # Values that never hold a model: skipped without looking inside (modules like `torch` and classes
 # would drag the search through whole libraries).
@@ -118,15 +125,16 @@ def point_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class CallableModel(nn.Module):
-    """forward_func as an engine model: points (B, *point_shape) -> explained scores (B, 1).
+    """forward_func as an engine model: run(inputs, examples) -> explained scores (B, 1).
 
     The modules found in forward_func are registered (not called) so that the engine freezes
     their parameters for the call and finds their device. 4-D inputs go to forward_func in
     channels-last memory when it holds a Conv2d (oneDNN convolutions are faster so: see
     fastattr/engine.py), unless channels_last=False; if the first such call raises a RuntimeError
-    (for example `.view` on a conv activation) it is retried in NCHW and NCHW is kept."""
+    (for example `.view` on a conv activation) it is retried in NCHW and NCHW is kept. `inputs`:
+    the user's inputs (or tensors shaped like them), for the device and the memory format."""
 
-    def __init__(self, forward_func, layout: InputLayout, target: Target, extra_args: tuple,
+    def __init__(self, forward_func, inputs: tuple[torch.Tensor, ...], target: Target, extra_args: tuple,
                  channels_last: bool | None = None):
         super().__init__()
         modules = find_modules(forward_func)
@@ -139,28 +147,14 @@ class CallableModel(nn.Module):
         if not any(True for _ in self.found.parameters()) and not any(True for _ in self.found.buffers()):
             # A parameter-free callable: the engine reads its device (chunk size) from the model,
             # so an empty buffer says where the points live.
-            self.register_buffer("device_marker", torch.empty(0, device=layout.device), persistent=False)
+            self.register_buffer("device_marker", torch.empty(0, device=inputs[0].device), persistent=False)
         self.forward_func = _Hidden(forward_func)
-        self.layout, self.target, self.extra_args = layout, target, extra_args
+        self.target, self.extra_args = target, extra_args
         if channels_last is None:
             channels_last = any(uses_conv2d(m) for m in modules)
-        self.channels_last = bool(channels_last) and any(len(s) == 3 for s in layout.shapes)
+        self.channels_last = bool(channels_last) and any(x.dim() == 4 for x in inputs)
         self.format_decided = not self.channels_last
-        self._queue: torch.Tensor | None = None
         self._checked_shape = None  # output shape (after dim 0) the target was range-checked for
-
-    def feed(self, rows: torch.Tensor) -> None:
-        """Examples (indices into the user's batch) of the next points, consumed in order."""
-        self._queue = rows
-
-    def _take(self, b: int) -> torch.Tensor:
-        q = self._queue
-        if q is None or q.numel() == 0:
-            raise RuntimeError("fastattr.captum: the adapter was called without its examples (internal error)")
-        rows, self._queue = q[:b], q[b:]
-        if rows.numel() < b:  # a padded chunk: the engine repeats its last point
-            rows = torch.cat([rows, rows[-1:].expand(b - rows.numel())])
-        return rows
 
     def call(self, inputs: tuple[torch.Tensor, ...], rows: torch.Tensor) -> torch.Tensor:
         """forward_func on the user's tensors for examples rows, target selected -> (B, 1)."""
@@ -176,9 +170,8 @@ class CallableModel(nn.Module):
         self._checked_shape = tuple(out.shape[1:])
         return selected
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        rows = self._take(points.shape[0])
-        inputs = self.layout.split(points)
+    def run(self, inputs: tuple[torch.Tensor, ...], rows: torch.Tensor) -> torch.Tensor:
+        """call() with 4-D inputs in the memory format decided above (tried once, kept)."""
         if not self.channels_last:
             return self.call(inputs, rows)
         cl = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
@@ -191,6 +184,51 @@ class CallableModel(nn.Module):
             out = self.call(inputs, rows)
         self.format_decided = True
         return out
+
+
+class CallableForward(InputForward):
+    """The engine's Forward when the points are the user's inputs: a chunk of points (B, ...) of
+    rows (B,) -> forward_func on them, split into the user's tensors, with the rows' examples'
+    targets and additional_forward_args. row_examples (R,): the user example of each row."""
+
+    def __init__(self, model: CallableModel, layout: InputLayout, row_examples: torch.Tensor):
+        super().__init__()
+        self.model, self.layout = model, layout
+        self.per_example = True
+        self.row_examples = row_examples
+
+    def call(self, engine, points: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        return self.model.run(self.layout.split(points), self.examples(rows))
+
+
+class CallableLayerForward(LayerForward):
+    """The engine's Forward when the points live at layers (LayerIntegratedGradients): every tensor
+    of each layer's output (or positional inputs) is replaced by its part of the chunk's points, and
+    forward_func runs on the rows' examples' inputs (a tuple of (N, ...) tensors: the user's inputs,
+    or their baselines for embed_all). `layout` (set once the layers' tensors are known) splits the
+    points into the layers' tensors."""
+
+    def __init__(self, model: CallableModel, sites: list[LayerSite], inputs: tuple[torch.Tensor, ...],
+                 row_examples: torch.Tensor):
+        super().__init__(sites[0].module, sites[0].name, inputs, None, None, sites=sites)
+        self.model = model
+        self.row_examples = row_examples
+        self.layout: InputLayout | None = None
+        self.counts: list[int] = []  # tensors per site, in order
+
+    def split(self, points: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        parts = self.layout.split(points)
+        out, at = [], 0
+        for c in self.counts:
+            out.append(parts[at:at + c])
+            at += c
+        return out
+
+    def rows(self, inputs, examples: torch.Tensor):
+        return tuple(x.index_select(0, examples.to(x.device)) for x in inputs)
+
+    def run(self, engine, inputs, examples: torch.Tensor, compiled: bool):
+        return self.model.run(inputs, examples)  # examples: the user's (LayerForward maps rows to them)
 
 
 class _Hidden:

@@ -78,8 +78,8 @@ class GradientShap(GlobalAttribution):
         point_dt = [_product_dtype(coef.dtype, d, b) for d, b in zip(noisy_dt, bs)]
         templates = tuple(torch.empty((1, *x.shape[1:]), dtype=d, device=device) for x, d in zip(xs, point_dt))
         batch = _internal_batch_size(internal_batch_size, n)
-        model, engine = self._prepare(templates, n, target, additional_forward_args, batch, backward, channels_last)
-        layout = model.layout
+        model, layout, engine = self._prepare(templates, source, n, target, additional_forward_args, batch, backward,
+                                              channels_last)
         picked = [torch.tensor(i, dtype=torch.long, device=device) if i is not None else None for i in idx]
         acc = None
         deltas = [] if want_delta else None
@@ -115,7 +115,7 @@ class GradientShap(GlobalAttribution):
                 deltas.append(convergence_delta(self.forward_func, rows, chunk["noisy"], chunk["base"], target_t,
                                                 extra, e))
 
-        walk_rows(model, engine, source, point, consume, "GradientShap")
+        walk_rows(engine, source.shape[0], device, point, consume, "GradientShap")
         self._remember_format(model, channels_last)
         attrs = tuple(a * 1 / n_samples for a in acc)  # captum: sum * 1 / n_samples
         for a in attrs:

@@ -46,9 +46,9 @@ class GuidedBackprop(GradientAttribution):
     def _attribute_rows(self, xs, source: torch.Tensor, n_examples: int, target=None, additional_forward_args=None,
                         channels_last=None):
         """attribute() on rows xs (R, ...) of user examples source (R,) -> (maps tuple, None)."""
-        model, engine = self._prepare(xs, n_examples, target, additional_forward_args, None, guided_activations,
-                                      channels_last)
-        grads = gradients(model, engine, xs, source)
+        model, layout, engine = self._prepare(xs, source, n_examples, target, additional_forward_args, None,
+                                              guided_activations, channels_last)
+        grads = gradients(engine, layout, xs)
         self._remember_format(model, channels_last)
         for g in grads:
             model_io.check_map_finite(g)

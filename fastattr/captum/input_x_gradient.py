@@ -33,8 +33,9 @@ class InputXGradient(GradientAttribution):
                         backward: str = "standard", channels_last=None):
         """attribute() on rows xs (R, ...) of user examples source (R,) -> (maps tuple, None).
         Integer and bool inputs are differentiated at their float values (captum raises)."""
-        model, engine = self._prepare(xs, n_examples, target, additional_forward_args, None, backward, channels_last)
-        grads = gradients(model, engine, xs, source)
+        model, layout, engine = self._prepare(xs, source, n_examples, target, additional_forward_args, None,
+                                              backward, channels_last)
+        grads = gradients(engine, layout, xs)
         self._remember_format(model, channels_last)
         for g in grads:
             model_io.check_map_finite(g)  # finite scores, NaN/inf gradient: named, not a NaN map

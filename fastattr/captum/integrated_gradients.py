@@ -56,9 +56,10 @@ class IntegratedGradients(GlobalAttribution):
                              "does not apply to them")
         batch = _internal_batch_size(internal_batch_size, n_examples)
         check_steps_and_method(n_steps, method)
-        model, engine = self._prepare(xs, n_examples, target, additional_forward_args, batch, backward, channels_last)
+        model, layout, engine = self._prepare(xs, source, n_examples, target, additional_forward_args, batch,
+                                              backward, channels_last)
         step_sizes, alphas = approximation(method, n_steps)
-        totals = integrate(model, engine, xs, bs, source, alphas, step_sizes, idgi)
+        totals = integrate(engine, layout, xs, bs, alphas, step_sizes, idgi)
         self._remember_format(model, channels_last)
         if idgi or not self._multiply_by_inputs:
             attrs = totals
