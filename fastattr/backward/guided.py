@@ -4,20 +4,27 @@ A `TorchFunctionMode` active during the engine's session intercepts the activati
 functions a model calls - module forms (nn.ReLU, nn.ReLU6, nn.MaxPool2d, ...) call the functional
 ones, so both are covered - and routes them through autograd Functions whose forward is the
 ordinary op and whose backward is the guided rule (fastattr::guided_act_backward /
-fastattr::guided_max_pool2d_backward; Triton on CUDA). Nothing is attached to the model: leaving
+fastattr::guided_max_pool2d_backward; Triton on CUDA). Nothing stays attached to the model: leaving
 the context pops the mode, also when the forward raises. Dynamo traces through the mode, so
 compile=True compiles the guided graph.
+
+Hugging Face transformers' activation modules written as compositions of torch ops (GPT-2's
+NewGELUActivation, QuickGELU, ...) call no activation function: while the mode is active they get a
+forward hook instead (fastattr.backward._module_activations).
 
 Not covered (no function call to intercept): custom autograd Functions inside a model (e.g.
 efficientnet_pytorch's MemoryEfficientSwish); TorchScript models are refused (`unreachable`).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from fastattr.backward import register_backward
+from fastattr.backward._module_activations import guided_module_activations
 from fastattr.kernels.guided_backward import (ELU, ELU_RESULT, GELU, GELU_TANH, HARDSWISH, HARDTANH,
                                               LEAKY_RELU, RELU, SILU)
 from fastattr.ops.guided_backward import guided_act_backward, guided_max_pool2d_backward
@@ -208,9 +215,12 @@ class GuidedMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def guided(model: torch.nn.Module) -> GuidedMode:
-    """The guided backward mode for `model` (the model itself is not touched)."""
-    return GuidedMode()
+@contextlib.contextmanager
+def guided(model: torch.nn.Module):
+    """The guided backward mode for `model`: the function mode, plus forward hooks (removed on exit)
+    on the transformers activation modules it cannot see (fastattr.backward._module_activations)."""
+    with guided_module_activations(model), GuidedMode():
+        yield
 
 
 def unreachable(model: torch.nn.Module) -> str | None:
