@@ -332,6 +332,7 @@ class LayerForward(InputForward):
             for j, c in enumerate(self._captured):
                 if c is None:
                     self._never_called(j)
+            self.counts = [len(c) for c in self._captured]  # tensors per site, in order
             outs.append([t if dtype is None else t.to(dtype) for c in self._captured for t in c])
         self._captured = None
         return tuple(torch.cat(parts) for parts in zip(*outs))

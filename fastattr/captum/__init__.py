@@ -9,7 +9,8 @@ from fastattr.captum.gradient_shap import GradientShap
 from fastattr.captum.guided_backprop import GuidedBackprop
 from fastattr.captum.input_x_gradient import InputXGradient
 from fastattr.captum.integrated_gradients import IntegratedGradients
+from fastattr.captum.layer_integrated_gradients import LayerIntegratedGradients
 from fastattr.captum.noise_tunnel import NoiseTunnel
 from fastattr.captum.saliency import Saliency
 
-__all__ = ["GradientShap", "GuidedBackprop", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency"]
+__all__ = ["GradientShap", "GuidedBackprop", "InputXGradient", "IntegratedGradients", "LayerIntegratedGradients", "NoiseTunnel", "Saliency"]

@@ -214,7 +214,7 @@ class CallableLayerForward(LayerForward):
         self.model = model
         self.row_examples = row_examples
         self.layout: InputLayout | None = None
-        self.counts: list[int] = []  # tensors per site, in order
+        self.counts: list[int] = []  # tensors per site, in order (set by embed_all)
 
     def split(self, points: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         parts = self.layout.split(points)
@@ -229,6 +229,12 @@ class CallableLayerForward(LayerForward):
 
     def run(self, engine, inputs, examples: torch.Tensor, compiled: bool):
         return self.model.run(inputs, examples)  # examples: the user's (LayerForward maps rows to them)
+
+    def _never_called(self, j: int = 0):
+        site = self.sites[j]
+        raise ValueError(f"layer: {site.name!r} ({type(site.module).__name__}) is never called when forward_func "
+                         "runs on the inputs, so there is nothing to attribute to; pass a module that "
+                         "forward_func's model calls (a submodule of it, not a copy)")
 
 
 class _Hidden:
