@@ -12,6 +12,9 @@ mixed: 24 sentences with lengths spread evenly from 12 to 96 tokens, padded to 9
        trim_padding=False, and captum LIG on the padded batch (internal_batch_size None: one batch,
        captum's default; and fastattr's chunk size). The maps are checked equal (1e-5 relative to
        the map's largest entry; padding exactly 0 in fastattr's) before timing.
+Both: fastattr.captum.LayerIntegratedGradients (the drop-in class: captum's computation on the
+       padded batch, no trimming) with the same steps and internal_batch_size as captum's, its map
+       checked equal to captum's, and its time / captum's printed.
 --threads: torch threads (default: torch's); on a machine shared with other jobs 1 thread gives
        steadier figures (spinning OpenMP threads of concurrent processes slow each other down).
 --small: tiny sizes, to check that the script runs (no figures).
@@ -105,6 +108,22 @@ def captum_lig(model, ids, mask, base, steps, internal_batch_size=None):
                          method="riemann_left", internal_batch_size=internal_batch_size)
 
 
+def fastattr_captum_lig(model, ids, mask, base, steps, internal_batch_size=None):
+    import fastattr.captum
+
+    lig = fastattr.captum.LayerIntegratedGradients(lambda i, m: model(i, attention_mask=m).logits,
+                                                   model.bert.embeddings)
+    return lig.attribute(ids, base, target=1, additional_forward_args=(mask,), n_steps=steps,
+                         method="riemann_left", internal_batch_size=internal_batch_size)
+
+
+def drop_in_ratio(times, ours: str, theirs: str) -> None:
+    """fastattr.captum's LayerIntegratedGradients time / captum's (medians of the same run)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"fastattr.captum / captum LayerIntegratedGradients ({theirs.split('(')[-1].rstrip(')')}): "
+          f"{med[ours] / med[theirs]:.3f} (captum {med[theirs] / med[ours]:.2f}x its time)")
+
+
 def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours - ref).abs().max() / ref.abs().max())
 
@@ -116,17 +135,23 @@ def bench_base(args) -> None:
     chunk = default_batch_size(torch.device("cpu"), tokens * hidden)  # fastattr's chunk for these points
     err = relative_error(fastattr_ig(model, ids, mask, base, steps),
                          captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk))
+    drop_err = relative_error(fastattr_captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
+                              captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk))
     print(f"base: {layers} layers, hidden {hidden}, {n} x {tokens} tokens, {steps} steps, chunk {chunk}; "
-          f"fastattr vs captum max error {err:.2e} (relative to the map's max)")
+          f"fastattr vs captum max error {err:.2e}, fastattr.captum LIG vs captum {drop_err:.2e} (relative to "
+          "the map's max)")
+    captum_name = f"captum LayerIntegratedGradients (internal_batch_size={chunk})"
+    drop_name = f"fastattr.captum LayerIntegratedGradients (internal_batch_size={chunk})"
     cands = {
         "floor": floor_fn(model, ids, mask, steps, chunk),
         "fastattr layer IG": lambda: fastattr_ig(model, ids, mask, base, steps),
-        f"captum LayerIntegratedGradients (internal_batch_size={chunk})":
-            lambda: captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
+        captum_name: lambda: captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
+        drop_name: lambda: fastattr_captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
     }
     times = interleaved(cands, repeats=args.repeats)
     print(report(times, title=f"BERT-base-shaped ({layers} layers, hidden {hidden}), {n} sentences of {tokens} "
                               f"tokens, {steps} steps, {torch.get_num_threads()} threads"))
+    drop_in_ratio(times, drop_name, captum_name)
 
 
 def bench_mixed(args) -> None:
@@ -143,7 +168,9 @@ def bench_mixed(args) -> None:
     print(f"mixed: lengths {lengths[0]}..{lengths[-1]} padded to {hi}; fastattr (trimmed) vs captum max error "
           f"{err:.2e}, untrimmed vs captum {relative_error(full, ref):.2e}; padding exactly 0: "
           f"{bool((ours[~real] == 0).all())}; real tokens {int(real.sum())} of {real.numel()}")
-    assert err <= 1e-5 and bool((ours[~real] == 0).all()), "maps differ"
+    drop_err = relative_error(fastattr_captum_lig(model, ids, mask, base, steps), ref)
+    print(f"fastattr.captum LIG (padded, its default chunks) vs captum (one batch) max error {drop_err:.2e}")
+    assert err <= 1e-5 and drop_err <= 1e-5 and bool((ours[~real] == 0).all()), "maps differ"
     cands = {
         "fastattr layer IG (trimmed)": lambda: fastattr_ig(model, ids, mask, base, steps),
         "fastattr layer IG (trim_padding=False)": lambda: fastattr_ig(model, ids, mask, base, steps,
@@ -151,6 +178,10 @@ def bench_mixed(args) -> None:
         "captum LayerIntegratedGradients (one batch)": lambda: captum_lig(model, ids, mask, base, steps),
         f"captum LayerIntegratedGradients (internal_batch_size={chunk})":
             lambda: captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
+        "fastattr.captum LayerIntegratedGradients (internal_batch_size=None)":
+            lambda: fastattr_captum_lig(model, ids, mask, base, steps),
+        f"fastattr.captum LayerIntegratedGradients (internal_batch_size={chunk})":
+            lambda: fastattr_captum_lig(model, ids, mask, base, steps, internal_batch_size=chunk),
     }
     times = interleaved(cands, repeats=args.repeats)
     print(report(times, floor="fastattr layer IG (trimmed)",
@@ -160,6 +191,11 @@ def bench_mixed(args) -> None:
     best_captum = min(v for k, v in med.items() if k.startswith("captum"))
     print(f"fastattr (trimmed) is {best_captum / med['fastattr layer IG (trimmed)']:.2f}x faster than captum's "
           "faster variant")
+    drop_in_ratio(times, f"fastattr.captum LayerIntegratedGradients (internal_batch_size={chunk})",
+                  f"captum LayerIntegratedGradients (internal_batch_size={chunk})")
+    print("fastattr.captum LayerIntegratedGradients (internal_batch_size=None, fastattr's chunks) / captum (one "
+          "batch, its default): "
+          f"{med['fastattr.captum LayerIntegratedGradients (internal_batch_size=None)'] / med['captum LayerIntegratedGradients (one batch)']:.3f}")
 
 
 def main() -> None:
