@@ -125,6 +125,14 @@ def test_list_of_layers_one_holding_three_inputs(to_input):
     assert isinstance(ours, list) and (isinstance(ours[1], tuple) if to_input else torch.is_tensor(ours[1]))
 
 
+def test_a_listed_layer_feeding_only_another_listed_layer_gets_zeros(multi):
+    """captum raises autograd's "not used in the graph"; the engine's rule: no dependence, zero gradient."""
+    a = fc.LayerIntegratedGradients(multi, [multi.linear1, multi.multi_relu]).attribute(X, target=0)
+    alone = fc.LayerIntegratedGradients(multi, multi.multi_relu).attribute(X, target=0)
+    assert (a[0] == 0).all()
+    close(a[1], alone)
+
+
 def test_float64_and_conv_model():
     net = _seeded(bm.BasicModel_ConvNet).double()
     x = torch.randn(3, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
@@ -212,6 +220,26 @@ def test_extras_run_on_the_native_layer_engine(bert, backward):
         plain = fc.LayerIntegratedGradients(lambda i, m: model(i, attention_mask=m).logits, model.bert.embeddings) \
             .attribute(ids, base, target, (mask,), n_steps=16, method="riemann_left", idgi=True)
         assert (ours - plain).abs().max() > 1e-3 * plain.abs().max()
+
+
+def test_readme_snippet_runs_as_shown():
+    """The README's fastattr.captum snippet ("Text and transformer models"), after the section's example's
+    model and batch: captum's map and delta, and a complete IDGI map."""
+    import test_layer
+
+    blocks = test_layer._readme_blocks()
+    scope: dict = {}
+    exec(blocks[0].split("ex = fastattr.explain")[0], scope)
+    snippet = blocks[2]
+    assert "from fastattr.captum import LayerIntegratedGradients" in snippet
+    exec(snippet.replace("attr, delta = lig", "attr_ig, delta = lig"), scope)
+    model, ids, baseline, mask = (scope[k] for k in ("model", "ids", "baseline", "mask"))
+    ref = CaptumLIG(lambda i, m: model(i, attention_mask=m).logits, model.bert.embeddings).attribute(
+        ids, baseline, target=1, additional_forward_args=(mask,), n_steps=50)
+    close(scope["attr_ig"], ref)
+    with torch.no_grad():
+        change = model(ids, attention_mask=mask).logits[:, 1] - model(baseline, attention_mask=mask).logits[:, 1]
+    torch.testing.assert_close(scope["attr"].flatten(1).sum(1), change, rtol=0, atol=1e-5 * change.abs().max())
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -503,7 +503,7 @@ def test_readme_text_example_runs_as_shown():
     import subprocess
     import sys
 
-    example, switch = _readme_blocks()[:2]  # (the third is the text view's, with a tokenizer of your own)
+    example, switch = _readme_blocks()[:2]  # (the third: tests/test_captum_layer_ig.py; the fourth is the text view's)
     res = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
