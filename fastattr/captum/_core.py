@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from fastattr.captum._forward import CallableForward, CallableModel, InputLayout
+from fastattr import model_io
 from fastattr.engine import Engine
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
@@ -120,6 +121,15 @@ def integrate(engine: Engine, layout: InputLayout, xs, bs, alphas: list[float], 
     # captum's total_grads: grads times float32 step sizes, so float32 unless the input is float64
     return tuple(t.to(torch.promote_types(d, torch.float32))
                  for t, d in zip(split_rows(acc.acc.view(r, width), layout), layout.dtypes))
+
+
+def ig_maps(totals, xs, bs, multiply: bool) -> tuple[torch.Tensor, ...]:
+    """captum's IG maps from integrate()'s totals: times (x - b) per tensor when `multiply`
+    (multiply_by_inputs, not IDGI), each checked finite (NaN/inf: a named error, not a NaN map)."""
+    attrs = tuple(t * (x - b) for t, x, b in zip(totals, xs, bs)) if multiply else totals
+    for a in attrs:
+        model_io.check_map_finite(a)
+    return attrs
 
 
 class _Riemann:

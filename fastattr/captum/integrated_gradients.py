@@ -8,9 +8,8 @@ import warnings
 
 import torch
 
-from fastattr import model_io
 from fastattr.captum._attribution import GlobalAttribution, captum_entry, convergence_delta
-from fastattr.captum._core import integrate
+from fastattr.captum._core import ig_maps, integrate
 from fastattr.captum._inputs import (CaptumTypeError, approximation, bools_as_floats, check_steps_and_method,
                                      format_additional_args, format_baselines, format_inputs, format_output,
                                      format_target)
@@ -61,12 +60,7 @@ class IntegratedGradients(GlobalAttribution):
         step_sizes, alphas = approximation(method, n_steps)
         totals = integrate(engine, layout, xs, bs, alphas, step_sizes, idgi)
         self._remember_format(model, channels_last)
-        if idgi or not self._multiply_by_inputs:
-            attrs = totals
-        else:
-            attrs = tuple(t * (x - b) for t, x, b in zip(totals, xs, bs))
-        for a in attrs:
-            model_io.check_map_finite(a)  # finite scores, NaN/inf gradient: named, not a NaN map
+        attrs = ig_maps(totals, xs, bs, self._multiply_by_inputs and not idgi)
         delta = None
         if return_convergence_delta:
             delta = convergence_delta(self.forward_func, attrs, xs, bs, format_target(target, n_examples),

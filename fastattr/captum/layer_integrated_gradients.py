@@ -15,7 +15,7 @@ from torch import nn
 
 from fastattr import model_io
 from fastattr.captum._attribution import GlobalAttribution, captum_entry, convergence_delta, tensorize
-from fastattr.captum._core import fit, integrate, make_engine
+from fastattr.captum._core import fit, ig_maps, integrate, make_engine
 from fastattr.captum._forward import CallableLayerForward, CallableModel, InputLayout
 from fastattr.captum._inputs import (CaptumTypeError, approximation, check_steps_and_method, format_additional_args,
                                      format_baselines, format_inputs, format_target)
@@ -79,12 +79,7 @@ class LayerIntegratedGradients(GlobalAttribution):
         fit(engine, layout)
         step_sizes, alphas = approximation(method, n_steps)
         totals = integrate(engine, layout, hx, hb, alphas, step_sizes, idgi)
-        if idgi or not self._multiply_by_inputs:
-            attrs = totals
-        else:
-            attrs = tuple(t * (a - b) for t, a, b in zip(totals, hx, hb))
-        for a in attrs:
-            model_io.check_map_finite(a)  # finite scores, NaN/inf gradient: named, not a NaN map
+        attrs = ig_maps(totals, hx, hb, self._multiply_by_inputs and not idgi)
         out, at = [], 0
         for c in forward.counts:
             part = attrs[at:at + c]
