@@ -275,6 +275,16 @@ def test_integer_layer_tensors():
                                                                        attribute_to_layer_input=True)
 
 
+def test_integer_layer_outputs():
+    class Bucketize(nn.Module):  # floats -> bucket ids: an integer output, no path through it
+        def forward(self, x):
+            return (x.clamp(0, 0.99) * 10).long()
+
+    net = nn.Sequential(nn.Linear(3, 3), nn.Sigmoid(), Bucketize(), nn.Embedding(10, 2), nn.Flatten()).eval()
+    with pytest.raises(ValueError, match=r"^layer: '2' has a torch.int64 among its output"):
+        fc.LayerIntegratedGradients(net, net[2]).attribute(X, target=0)
+
+
 def test_bad_arguments(multi):
     lig = fc.LayerIntegratedGradients(multi, multi.linear1)
     with pytest.raises(ValueError, match=r"^baselines: element 0 has shape"):
