@@ -80,18 +80,23 @@ class LayerIntegratedGradients(GlobalAttribution):
         step_sizes, alphas = approximation(method, n_steps)
         totals = integrate(engine, layout, hx, hb, alphas, step_sizes, idgi)
         attrs = ig_maps(totals, hx, hb, self._multiply_by_inputs and not idgi)
-        out, at = [], 0
-        for c in forward.counts:
-            part = attrs[at:at + c]
-            out.append(part[0] if c == 1 else tuple(part))
-            at += c
-        result = out if isinstance(self.layer, list) else out[0]
+        result = _per_layer(attrs, forward.counts, isinstance(self.layer, list))
         if not return_convergence_delta:
             return result
         delta = convergence_delta(self.forward_func, attrs, xs, bs, format_target(target, n),
                                   format_additional_args(additional_forward_args, n),
                                   torch.arange(n, device=xs[0].device))
         return result, delta
+
+
+def _per_layer(attrs: tuple, counts: list[int], as_list: bool):
+    """captum's return form: per layer its `counts` tensors of attrs (a tensor when one, else a
+    tuple); a list over layers when the layers came as a list, else the one layer's."""
+    out, at = [], 0
+    for c in counts:
+        out.append(attrs[at] if c == 1 else tuple(attrs[at:at + c]))
+        at += c
+    return out if as_list else out[0]
 
 
 def _check_layer(forward_func, layer) -> nn.Module:
