@@ -78,6 +78,24 @@ def test_gpt2_guided_map_differs_and_equals_the_hooked_reference(gpt2):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_gpt2_guided_through_fastattr_captum(gpt2):
+    """fastattr.captum.LayerIntegratedGradients(backward="guided") reaches the GELUs of a model held
+    by a lambda (the modules found in forward_func) and equals the same clamped-hook reference."""
+    import fastattr.captum as fc
+
+    model, _, ids, base, kwargs = gpt2
+    args = (kwargs["attention_mask"], kwargs["position_ids"])
+    target = torch.tensor([5, 17, 42])
+    ours = fc.LayerIntegratedGradients(lambda i, m, p: model(i, attention_mask=m, position_ids=p).logits[:, -1],
+                                       model.transformer.wte).attribute(ids, base, target, args, n_steps=8,
+                                                                        backward="guided")
+    ref_model = clamped_copy(model)
+    ref = LayerIntegratedGradients(lambda i, m, p: ref_model(i, attention_mask=m, position_ids=p).logits[:, -1],
+                                   ref_model.transformer.wte).attribute(ids, base, target=target,
+                                                                        additional_forward_args=args, n_steps=8)
+    close(ours, ref)
+
+
 def test_gpt2_idgi_with_guided_is_complete(gpt2):
     model, layer, ids, base, kwargs = gpt2
     ex = fastattr.explain(model, ids, torch.tensor([5, 17, 42]), layer=layer, baseline=base, idgi=True, steps=16,
