@@ -395,10 +395,14 @@ class AdaptivePath:
         noise = ROUNDING * self.eps * (np.abs(y[:m]) + np.abs(y[1:m + 1])
                                        + w[:m] * (slope_abs[:m] + slope_abs[1:m + 1]) / 2)
         r = np.zeros(len(dy))
-        if self.idgi and self.slope is None:
-            pass  # no slopes: IDGI's output differences alone
-        else:
+        if not self.idgi or self.slope is not None:  # (IDGI without slopes: output differences alone)
             r[:m] = np.maximum(np.abs(dy[:m] - trap) - noise, 0.0)
+        if self.idgi and self.slope is not None and n >= 1:
+            # IDGI's last interval ends at the input, which has no slope: the left rule's check
+            # (a step of the score there, between flat points, is otherwise invisible)
+            y_end = float(self.ctx.scores[im.index])
+            left = w[-1] * slope[-1]
+            r[-1] = max(abs(dy[-1] - left) - ROUNDING * self.eps * (abs(y[-1]) + abs(y_end) + w[-1] * slope_abs[-1]), 0.0)
         tv = float(np.abs(dy).sum())
         with np.errstate(invalid="ignore"):
             rel = np.sqrt(np.square(ratio(e, nrm)) + np.square(ratio(r, tv)))

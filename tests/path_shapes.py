@@ -20,7 +20,17 @@ Shape = Callable[[Warp], Callable[[torch.Tensor], torch.Tensor]]  # warp -> phi(
 
 
 def step(p: float, width: float = 0.004, height: float = 10.0) -> Shape:
-    """A steep rise centred at path fraction p, `width` wide in s (the integrand: a narrow bump)."""
+    """A steep linear rise centred at path fraction p, `width` wide in s, flat elsewhere: the
+    gradient is exactly 0 away from it, as at the first-round points (the integrand: a narrow
+    box)."""
+    def make(warp):
+        t0, dt = warp(p)
+        return lambda t: height * ((t - t0) / (width * dt) + 0.5).clamp(0, 1)
+    return make
+
+
+def soft_step(p: float, width: float = 0.004, height: float = 10.0) -> Shape:
+    """A sigmoid rise centred at p (the gradient tiny but not 0 away from it)."""
     def make(warp):
         t0, dt = warp(p)
         return lambda t: height * torch.sigmoid((t - t0) / (width * dt))
@@ -100,7 +110,8 @@ ZOO: dict[str, dict[int, Shape]] = {
     "step 0.12": {0: step(0.12)},
     "step 0.55 / 0.8": {0: step(0.55), 1: step(0.8, height=-6.0)},
     "step 0.97": {0: step(0.97), 2: linear(1.0)},
-    "steps 0.2 / 0.5 / 0.73": {0: step(0.2), 1: step(0.5, 0.002, 4.0), 2: step(0.73, 0.008, -7.0)},
+    "steps 0.2 / 0.5 / 0.73": {0: step(0.2), 1: soft_step(0.5, 0.002, 4.0), 2: step(0.73, 0.008, -7.0)},
+    "soft step 0.45": {0: soft_step(0.45)},
     "bump 0.6": {0: bump(0.6), 1: linear(2.0)},
     "bump 0.3 / 0.85": {0: bump(0.3, 0.005), 1: bump(0.85, 0.02, -3.0)},
     "plateau 0.3-0.7": {0: plateau(0.3, 0.7), 1: plateau(0.05, 0.2, -2.0)},

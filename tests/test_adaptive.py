@@ -257,14 +257,26 @@ def test_runner_takes_the_schedule_as_a_method_option(model, tmp_path):
     assert [r["grad_evals"] for r in recs] == [16, 16] and all(abs(r["delta"]) < 1e-6 for r in recs)
 
 
+class MeanStep(nn.Module):
+    """The issue's model: 10 * sigmoid(k * (mean pixel - c)), in float32: so steep that the
+    gradient is exactly 0 (underflow) at every first-round point 0, 1/3, 2/3, 1."""
+
+    def __init__(self, c: float, k: float):
+        super().__init__()
+        self.c, self.k = c, k
+
+    def forward(self, z):
+        return 10 * torch.sigmoid(self.k * (z.flatten(1).mean(1, keepdim=True) - self.c))
+
+
 def test_step_between_first_round_points():
-    """The issue's model: 10 * sigmoid of the mean pixel, rising between 40% and 50% of the path,
-    with zero gradient at every first-round point. Before: an all-zero map with error_estimate 0
-    after 4 evaluations. Now the completeness residual of [1/3, 2/3] (the output rises by 10,
-    the end gradients say 0) sends the points there."""
-    model = PathShapeModel(torch.full((1, 3, 8, 8), 0.5), {0: step(0.45)}, "ig").eval()
+    """The issue's model, rising between 40% and 50% of the path. Before: an all-zero map with
+    error_estimate 0 after 4 evaluations (uniform IG 32 sums to most of the 10). Now the
+    completeness residual of [1/3, 2/3] (the output rises by 10, the end gradients say 0) sends
+    the points there."""
     x = torch.full((1, 3, 8, 8), 0.5)
     x[:, 0] += torch.linspace(-0.1, 0.1, 64).view(8, 8)  # not one value: a map with a shape
+    model = MeanStep(0.45 * 0.5, 2000.0).eval()
     uniform = fastattr.explain(model, x, 0, method="ig", steps=32, output="logit")
     for tol in (None, 0.3):
         e = fastattr.explain(model, x, 0, method="ig", steps=32, output="logit", schedule="adaptive", tol=tol)
