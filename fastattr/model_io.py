@@ -155,6 +155,9 @@ def as_scores(t, n: int, source: str) -> torch.Tensor:
     if t.dim() not in (1, 2) or t.shape[0] != n:
         raise ValueError(f"output: {source} returned {_describe(t)} for {n} points; expected ({n}, K) or "
                          f"({n},) scores. Pass output=<callable raw_output -> (N, K) scores> to reduce it")
+    if t.dim() == 2 and t.shape[1] == 0:  # argmax / gather over no classes would be a raw IndexError
+        raise ValueError(f"output: {source} returned {_describe(t)}: no scores (K = 0); expected ({n}, K) "
+                         "scores with K >= 1")
     return t[:, None] if t.dim() == 1 else t
 
 

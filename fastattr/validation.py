@@ -124,6 +124,13 @@ def check_positive_int(value, name: str, *, allow_none: bool = True, maximum: in
     return int(value)
 
 
+def check_nonnegative_int(value, name: str) -> int | None:
+    """None or an integer >= 0 (counts where 0 means none: workers, samples); errors name the parameter."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+    return None if value is None else int(value)
+
+
 def check_choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name}: unknown value {value!r}; choose from {sorted(choices)}")

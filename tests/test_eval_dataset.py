@@ -1,5 +1,6 @@
 """fastattr eval on a user's folder (issue 15): a generated ImageFolder tree with masks and a bad
-file, a tiny model saved as TorchScript (no pickle); per-image values equal direct metric calls,
+file, a tiny model saved as a torch.export program (and as TorchScript, which the guided backward
+cannot reach); per-image values equal direct metric calls,
 the table equals one metric call on all images, --maps from a `fastattr run` equals recomputing,
 SIGKILL + the same command is byte-identical, torchrun with 2 processes equals 1."""
 import csv
@@ -19,8 +20,9 @@ from PIL import Image
 
 import fastattr
 from fastattr import metrics as M
-from fastattr.evaluate import run_eval
+from fastattr.evaluation import run_eval
 from fastattr.images import load_image
+from fastattr.models import load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
@@ -43,7 +45,8 @@ sys.exit(main(["eval", *sys.argv[1:]]))
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """ImageFolder tree: 2 classes x 4 images (odd sizes, PNG/JPEG), one corrupt file; masks for
-    5 images (one with another extension); the small CNN saved as TorchScript."""
+    5 images (one with another extension); the small CNN saved as a torch.export program and as
+    TorchScript."""
     root = tmp_path_factory.mktemp("evaldata")
     rng = np.random.default_rng(0)
     for c, cls in enumerate(("bird", "cat")):
@@ -58,21 +61,26 @@ def tree(tmp_path_factory):
                 m[3:12, 4:14] = 255
                 Image.fromarray(m).save(root / "masks" / cls / f"im{j}.png")
     (root / "data" / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
-    torch.jit.save(torch.jit.script(make_small_cnn(seed=5)), root / "model_ts.pt")
+    model = make_small_cnn(seed=5).eval()
+    torch.jit.save(torch.jit.script(model), root / "model_ts.pt")
+    program = torch.export.export(model, (torch.rand(2, 3, SIZE, SIZE),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, root / "model.pt2")
     return root
 
 
 def _args(tree, out, extra=()):
-    return [str(tree / "data"), "--model", str(tree / "model_ts.pt"), "--masks", str(tree / "masks"),
+    return [str(tree / "data"), "--model", str(tree / "model.pt2"), "--masks", str(tree / "masks"),
             "--out", str(out), *OPTS, *extra]
 
 
 def _eval(tree, out, **kw):
+    """run_eval with the test's options (method options left out when kw has maps=)."""
     torch_threads = torch.get_num_threads()
+    maps = {} if "maps" in kw else {"steps": 4, "methods": ["vanilla", "ig"], "size": SIZE}
     try:
-        return run_eval(tree / "data", out, model=str(tree / "model_ts.pt"), masks=tree / "masks", size=SIZE,
-                        steps=4, methods=["vanilla", "ig"], min_pred=0.0, bootstrap=50, metric_workers=0,
-                        threads=1, workers=0, progress=False, **kw)
+        return run_eval(tree / "data", out, model=str(tree / "model.pt2"), masks=tree / "masks",
+                        min_pred=0.0, bootstrap=50, metric_workers=0, threads=1, workers=0, progress=False,
+                        **maps, **kw)
     finally:
         torch.set_num_threads(torch_threads)
 
@@ -109,7 +117,7 @@ def test_folder_with_masks_per_image_values_equal_direct_metric_calls(tree, refe
             assert (r["loc_auc"] != "") == (r["image"] in with_mask), r
             assert r["insertion"] and r["deletion"] and r["sic_pair"]
     # the same numbers as calling the metrics on the same group of maps
-    model = torch.jit.load(str(tree / "model_ts.pt")).eval()
+    model = load_model(tree / "model.pt2")
     x = torch.stack([load_image(tree / "data" / n, size=SIZE) for n in ok])
     torch.set_num_threads(1)
     try:
@@ -166,7 +174,7 @@ def test_maps_from_a_run_equal_recomputed_maps(tree, reference):
     from fastattr.runner import run
 
     run_dir = tree / "run"
-    run(tree / "data", run_dir, model=str(tree / "model_ts.pt"), idgi=True, steps=4, size=SIZE,
+    run(tree / "data", run_dir, model=str(tree / "model.pt2"), idgi=True, steps=4, size=SIZE,
         threads=1, workers=0, progress=False)
     torch.set_num_threads(2)
     out = tree / "from_maps"
@@ -234,12 +242,12 @@ def test_eval_argument_errors(tree, tmp_path):
     with pytest.raises(ValueError, match="maps"):
         _eval(tree, tmp_path / "b", maps=tmp_path)
     with pytest.raises(ValueError, match="metrics"):
-        run_eval(tree / "data", tmp_path / "c", model=str(tree / "model_ts.pt"), size=SIZE,
+        run_eval(tree / "data", tmp_path / "c", model=str(tree / "model.pt2"), size=SIZE,
                  metrics=["localization"], progress=False)
     with pytest.raises(ValueError, match="steps"):
-        run_eval(tree / "data", tmp_path / "d", model=str(tree / "model_ts.pt"), steps=0, progress=False)
+        run_eval(tree / "data", tmp_path / "d", model=str(tree / "model.pt2"), steps=0, progress=False)
     with pytest.raises(ValueError, match="target"):
-        run_eval(tree / "data", tmp_path / "e", model=str(tree / "model_ts.pt"), target="dog", progress=False)
+        run_eval(tree / "data", tmp_path / "e", model=str(tree / "model.pt2"), target="dog", progress=False)
 
 
 def test_a_variant_the_model_refuses_is_listed_not_fatal(tree, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ to one process, refusal to mix options, and write errors leaving no partial shar
 issue 16 regressions: options checked before anything is written (item 9), the folder lock
 (item 10), shard checksums (item 11), FIFOs (item 12), absurd aspect ratios (item 13), the model
 named by another path and images changed under the same name (item 16)."""
-import argparse
 import errno
 import json
 import os
@@ -24,7 +23,9 @@ from PIL import Image
 import fastattr
 from fastattr.cli import main as cli_main
 from fastattr.images import load_image
-from fastattr.runner import WriteError, add_run_arguments, discover, load_shard, main_run, read_manifest, run
+from fastattr.cli import build_parser
+from fastattr.cli import run as run_command
+from fastattr.runner import WriteError, discover, load_shard, read_manifest, run
 from fastattr.runner import shards as shards_mod
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -96,10 +97,9 @@ def _args(tree, out, extra=(), model="model.pt2"):
 
 
 def _main(argv) -> int:
-    """fastattr run through the same argument parser the CLI uses."""
-    p = argparse.ArgumentParser()
-    add_run_arguments(p)
-    return main_run(p.parse_args(argv))
+    """fastattr run through the CLI's parser and command module, a UserError left raised (cli_main
+    turns it into one line and exit code 2)."""
+    return run_command.main(build_parser().parse_args(["run", *argv]))
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -240,7 +240,7 @@ def test_write_error_stops_without_partial_shard(tree, monkeypatch, capsys):
         return real_fsync(fd)
 
     monkeypatch.setattr(shards_mod.os, "fsync", fsync)
-    assert _main(_args(tree, out, ["--workers", "0"])) == 1
+    assert cli_main(["run", *_args(tree, out, ["--workers", "0"])]) == 1
     err = capsys.readouterr().err
     assert "the disk is full" in err and "shard-000001." in err and "re-run" in err
     names = sorted(p.name for p in out.iterdir())

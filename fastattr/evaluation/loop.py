@@ -43,6 +43,7 @@ class EvalSummary:
     seconds: float
     failed: int | None = None  # rank 0: images that could not be read
     table: Path | None = None
+    masks_skipped: str = ""  # rank 0: which images localization skipped and why ('' if none)
 
 
 def _fingerprint(names: list[str]) -> str:
@@ -148,7 +149,7 @@ def _score_group(model, source, batch, variants, opts, maps_run, target, d) -> t
         ok = i in results
         records.append({"index": i, "image": source.names[i], "status": "ok" if ok else "failed",
                         "error": None if ok else batch.failed.get(i), "label": labels[i] if labels else None,
-                        "results": results.get(i, {})})
+                        "mask": batch.mask_notes.get(i) if ok else None, "results": results.get(i, {})})
     return records, samples
 
 
@@ -179,10 +180,13 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
                 header += "\n\nNot evaluated (the method refused this model): " + "; ".join(
                     f"{k}: {e}" for k, e in skipped.items())
                 if d.rank == 0:
-                    print(f"fastattr eval: not evaluated: {'; '.join(skipped)} (see table.md)", file=sys.stderr)
+                    for reason in dict.fromkeys(skipped.values()):  # one line per reason, its rows named
+                        rows = ", ".join(k for k, e in skipped.items() if e == reason)
+                        print(f"fastattr eval: not evaluated: {rows}: {reason}", file=sys.stderr)
         # every option that changes a stored value; threads, ranks, workers and the bootstrap
         # (recomputed from the stored values each time) are left out on purpose
-        config = {"format": "fastattr-eval/1", "source": source.kind,
+        # format 2: masks read by evaluation/masks.py (0/1 masks used to read as empty)
+        config = {"format": "fastattr-eval/2", "source": source.kind,
                   "input": str(Path(source.images.root).resolve()) if source.kind == "folder" else "bundled",
                   "masks": str(source.masks_root.resolve()) if getattr(source, "masks_root", None) else None,
                   "images": n, "files_sha256": _fingerprint(source.names), "size": source.size, **model_id,
@@ -222,8 +226,8 @@ def evaluate(source, out, *, model, model_id: dict, variants: list[Variant], met
                                   time.perf_counter() - t0)
             d.barrier()  # all shards exist
             if d.rank == 0:
-                summary.table, summary.failed = write_outputs(out, source, n_shards, variants, metrics, min_pred,
-                                                              bootstrap, seed, sample, header)
+                summary.table, summary.failed, summary.masks_skipped = write_outputs(
+                    out, source, n_shards, variants, metrics, min_pred, bootstrap, seed, sample, header)
         return summary
     finally:
         torch.set_num_threads(old_threads)
@@ -244,19 +248,36 @@ def _collect(ok: list[dict], variants: list[Variant], values: dict) -> None:
             values[v.key].setdefault(name, []).append(as_array([f.get(name) for f in flat]))
 
 
+def masks_skipped(notes: dict[str, str]) -> str:
+    """One sentence on the images localization skipped, from {image: mask note} (the notes of
+    sources.Batch): how many per reason, the first few named; '' when none was skipped."""
+    kinds = {"empty": "an empty mask (no object pixel)", "full": "a full mask (no background pixel)",
+             "refused": "a refused mask", "missing": "no mask"}
+    parts = []
+    for kind, what in kinds.items():
+        hit = [(name, note) for name, note in notes.items() if note.split(":", 1)[0] == kind]
+        if hit:
+            sep = "; " if kind == "refused" else ", "  # refusals carry their reason
+            named = sep.join(f"{name}: {note.split(': ', 1)[1]}" if kind == "refused" else name
+                             for name, note in hit[:3]) + (f"{sep}..." if len(hit) > 3 else "")
+            parts.append(f"{len(hit)} with {what} ({named})")
+    return ("Localization skipped " + ", ".join(parts) + " (per_image.csv, column mask).") if parts else ""
+
+
 def write_outputs(out: Path, source, n_shards: int, variants: list[Variant], metrics: list[str], min_pred: float,
-                  bootstrap: int, seed: int, sample: int, header: str) -> tuple[Path, int]:
+                  bootstrap: int, seed: int, sample: int, header: str) -> tuple[Path, int, str]:
     """Tables, per_image.csv and figures from the shards of a finished eval, read one shard at a
-    time; (table.md path, images that could not be read)."""
+    time; (table.md path, images that could not be read, masks_skipped sentence)."""
     per_image = [report.per_image_header()]
     values = {v.key: {} for v in variants}
-    sample_maps, names = {}, {}
+    sample_maps, names, notes = {}, {}, {}
     n_ok = n_failed = 0
     for k in range(n_shards):
         path = out / shard_name(k)
         recs = read_records(path)
         per_image.append(report.per_image_rows(recs, variants))
         ok = [r for r in recs if r["status"] == "ok"]
+        notes.update((r["image"], r["mask"]) for r in ok if r.get("mask"))
         n_ok, n_failed = n_ok + len(ok), n_failed + len(recs) - len(ok)
         if ok:
             _collect(ok, variants, values)
@@ -278,6 +299,8 @@ def write_outputs(out: Path, source, n_shards: int, variants: list[Variant], met
                 curves[kind][v.key] = vals[f"{kind}_curve"]
     head = header + (f"\n\n{n_ok} images evaluated, {n_failed} could not be read (see per_image.csv)."
                      if n_failed else "")
+    skipped = masks_skipped(notes) if "localization" in metrics else ""
+    head += f"\n\n{skipped}" if skipped else ""
     head += ("\n\nEach cell: the statistic over all images, then its 95% bootstrap interval "
              f"[2.5th, 97.5th percentile of {bootstrap} resamples of the images]." if bootstrap else "")
     md = out / "table.md"
@@ -291,4 +314,4 @@ def write_outputs(out: Path, source, n_shards: int, variants: list[Variant], met
         report.plot_maps(out / "maps.png", list(batch.images),
                          {v.label: [sample_maps[(i, v.key)] for i in shown] for v in variants},
                          [names[i] for i in shown])
-    return md, n_failed
+    return md, n_failed, skipped

@@ -72,7 +72,7 @@ def table_csv(rows: list[tuple[Variant, dict[str, Cell], dict]], metrics: list[s
 
 
 PER_IMAGE_COLUMNS = ["image", "index", "status", "error", "label", "target", "method", "idgi", "backward",
-                     "grad_evals", *PER_IMAGE_METRICS, "sic_pair_skip", "aic_pair_skip"]
+                     "grad_evals", *PER_IMAGE_METRICS, "sic_pair_skip", "aic_pair_skip", "mask"]
 
 
 def _csv(rows: list[list]) -> str:
@@ -100,7 +100,7 @@ def per_image_rows(records: list[dict], variants: list[Variant]) -> str:
             r = rec["results"][v.key]
             rows.append(base + [r["target"], v.method, v.idgi, v.backward, _num(r.get("grad_evals"))]
                         + [_num(r.get(k)) for k in PER_IMAGE_METRICS]
-                        + [r.get("sic_pair_skip") or "", r.get("aic_pair_skip") or ""])
+                        + [r.get("sic_pair_skip") or "", r.get("aic_pair_skip") or "", rec.get("mask") or ""])
     return _csv(rows)
 
 

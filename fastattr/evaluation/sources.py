@@ -4,11 +4,13 @@ same Batch for a group of global image indices."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from fastattr.errors import UserError
+from fastattr.evaluation.masks import Mask, read_mask
 from fastattr.runner.files import EXTENSIONS, ImageList, discover
 
 
@@ -16,7 +18,9 @@ from fastattr.runner.files import EXTENSIONS, ImageList, discover
 class Batch:
     """One decoded group. indices: every global index of the group, in order; ok: those that
     decoded, with images (len(ok), 3, S, S), masks (len(ok), S, S) bool and has_mask (len(ok),)
-    bool; failed: index -> reason."""
+    bool (a usable mask: neither missing, refused, empty nor full); failed: index -> reason;
+    mask_notes: index -> why an image of ok has no usable mask ('missing', 'empty: ...',
+    'full: ...', 'refused: ...'), absent for usable masks."""
 
     indices: list[int]
     ok: list[int]
@@ -24,6 +28,7 @@ class Batch:
     masks: torch.Tensor | None
     has_mask: torch.Tensor | None
     failed: dict[int, str]
+    mask_notes: dict[int, str] = field(default_factory=dict)
 
 
 def random_mask(key: str, h: int, w: int, fraction: float = 0.01) -> torch.Tensor:
@@ -49,7 +54,7 @@ class FolderSource:
         self.size = size
         self.masks_root = Path(masks) if masks is not None else None
         if self.masks_root is not None and not self.masks_root.is_dir():
-            raise ValueError(f"--masks: {str(masks)!r} is not a folder")
+            raise UserError(f"--masks: {str(masks)!r} is not a folder")
 
     @property
     def names(self) -> list[str]:
@@ -73,14 +78,11 @@ class FolderSource:
                 return p
         return None
 
-    def _load_mask(self, i: int) -> torch.Tensor | None:
-        from fastattr.images import load_image
-
+    def _load_mask(self, i: int) -> Mask:
         p = self.mask_path(i)
         if p is None:
-            return None
-        # the image's own resize and centre crop, then > 0.5: object pixels stay where they are
-        return load_image(p, size=self.size).mean(0) > 0.5
+            return Mask("missing") if self.masks_root is None else Mask("missing", reason="no mask file")
+        return read_mask(p, self.images.root / self.images.paths[i], self.size)
 
     def random_mask(self, i: int) -> torch.Tensor:
         return random_mask(self.images.paths[i], self.size, self.size)
@@ -89,21 +91,16 @@ class FolderSource:
         """One Batch per group, decoded by the runner's loader (`workers` processes)."""
         from fastattr.runner.loader import group_loader
 
+        empty = torch.zeros(self.size, self.size, dtype=torch.bool)
         for g in group_loader(self.images, groups, self.size, workers, pin_memory=pin_memory):
-            masks, has, failed = [], [], dict(g.failed)
-            for i in g.ok:
-                try:
-                    m = self._load_mask(i)
-                except Exception as exc:  # noqa: BLE001 - a bad mask file is this image's mask failure
-                    failed[i] = f"mask: {type(exc).__name__}: {exc}"
-                    m = None
-                has.append(m is not None)
-                masks.append(m if m is not None else torch.zeros(self.size, self.size, dtype=torch.bool))
-            keep = [j for j, i in enumerate(g.ok) if i not in failed]
-            ok = [g.ok[j] for j in keep]
-            yield Batch(g.indices, ok, g.images[keep] if ok else None,
-                        torch.stack([masks[j] for j in keep]) if ok else None,
-                        torch.tensor([has[j] for j in keep], dtype=torch.bool) if ok else None, failed)
+            read = {i: self._load_mask(i) for i in g.ok}
+            notes = {i: m.status + (f": {m.reason}" if m.reason else "") for i, m in read.items()
+                     if m.status != "ok" and self.masks_root is not None}
+            ok = g.ok
+            yield Batch(g.indices, ok, g.images if ok else None,
+                        torch.stack([read[i].mask if read[i].status == "ok" else empty for i in ok]) if ok else None,
+                        torch.tensor([read[i].status == "ok" for i in ok], dtype=torch.bool) if ok else None,
+                        dict(g.failed), notes)
 
 
 class BundledSource:
@@ -136,4 +133,5 @@ class BundledSource:
 
     def batches(self, groups: list[list[int]], workers: int = 0, pin_memory: bool = False):
         for g in groups:
-            yield Batch(list(g), list(g), self.es.images[g], self.es.masks[g], self.es.has_mask[g], {})
+            yield Batch(list(g), list(g), self.es.images[g], self.es.masks[g], self.es.has_mask[g], {},
+                        {i: "missing" for i in g if not bool(self.es.has_mask[i])})

@@ -46,8 +46,10 @@ def _best_f1_mae(s: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def localization(attributions: torch.Tensor, masks: torch.Tensor, *, absolute: bool = False) -> dict[str, torch.Tensor]:
     """{'auc', 'f1', 'mae'} -> (N,) float64 each, for maps (N, C, H, W) or (N, H, W) against binary
-    masks (N, H, W) (True = object). Saliency normalised to [0, 1] per image; AUC is NaN when a
-    mask is all True or all False."""
+    masks (N, H, W) (True = object). Saliency normalised to [0, 1] per image; all three are NaN
+    when a mask is all True or all False (no object to find, or nothing else: an empty mask
+    would score F1 = 0 and MAE = the map's own positives, numbers that mean nothing and that a
+    mean over images would silently absorb)."""
     absolute = check_flag(absolute, "absolute")
     if not isinstance(masks, torch.Tensor) or masks.dim() != 3:
         raise ValueError(f"masks: expected an (N, H, W) tensor, got "
@@ -62,5 +64,5 @@ def localization(attributions: torch.Tensor, masks: torch.Tensor, *, absolute: b
     auc, f1, mae = (torch.empty(n, dtype=torch.float64) for _ in range(3))
     for i in range(n):  # per image: a sort of H*W values, no model call
         auc[i] = _roc_auc(s[i], m[i])
-        f1[i], mae[i] = _best_f1_mae(s[i], m[i])
+        f1[i], mae[i] = _best_f1_mae(s[i], m[i]) if bool(auc[i].isfinite()) else (auc[i], auc[i])
     return {"auc": auc, "f1": f1, "mae": mae}

@@ -7,9 +7,10 @@ import contextlib
 import io
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+from fastattr.workers import process_pool
 
 PAIR_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.10, 0.13, 0.21, 0.34, 0.5, 0.75)
 
@@ -76,10 +77,7 @@ def parallel_map(fn, items: list, workers: int) -> list:
     """[fn(i) for i in items] in `workers` processes (0 or 1: in this process); fn at module level."""
     if workers <= 1 or len(items) < 2:
         return [fn(i) for i in items]
-    # fork: the children run numpy/scipy/PIL only (never torch) and start in milliseconds, with no
-    # `if __name__ == "__main__"` requirement on the caller's script (spawn would need one).
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as ex:
+    with process_pool(min(workers, len(items))) as ex:  # forked; they end with this process
         return list(ex.map(fn, items, chunksize=1))
 
 
@@ -104,8 +102,7 @@ def background_map(fn, items: list, workers: int):
     if workers <= 1 or len(items) < 2:
         yield map(fn, items)
         return
-    ctx = multiprocessing.get_context("fork")  # see parallel_map
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as ex:
+    with process_pool(min(workers, len(items))) as ex:
         yield ex.map(fn, items, chunksize=1)  # Executor.map submits everything now
 
 
@@ -115,8 +112,7 @@ def parallel_imap(fn, items: list, workers: int):
     if workers <= 1 or len(items) < 2:
         yield from map(fn, items)
         return
-    ctx = multiprocessing.get_context("fork")  # see parallel_map
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as ex:
+    with process_pool(min(workers, len(items))) as ex:
         yield from ex.map(fn, items, chunksize=1)
 
 

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from fastattr.errors import UserError
 from fastattr.images import load_image
 from fastattr.runner.files import ImageList
+from fastattr.workers import dataloader_worker_init
 
 
 @dataclass
@@ -54,7 +55,8 @@ def collate(items) -> Group:
 def group_loader(images: ImageList, groups: list[list[int]], size: int, workers: int,
                  pin_memory: bool = False) -> DataLoader:
     """A DataLoader yielding one Group per entry of `groups`, in order, decoded by `workers`
-    processes (0: in the calling process)."""
+    processes (0: in the calling process), which end with this process (kill -9 included)."""
     return DataLoader(ImageFiles(images, size), batch_sampler=groups, num_workers=workers,
                       collate_fn=collate, pin_memory=pin_memory,
+                      worker_init_fn=dataloader_worker_init if workers > 0 else None,
                       prefetch_factor=2 if workers > 0 else None)

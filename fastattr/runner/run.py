@@ -9,7 +9,6 @@ same thread count."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import fastattr
 from fastattr import validation as v
@@ -30,9 +28,9 @@ from fastattr.runner.files import ImageList, discover
 from fastattr.runner.loader import Group, group_loader
 from fastattr.runner.lock import folder_lock
 from fastattr.runner.manifest import check_config, merge_manifest
-from fastattr.runner.preflight import preflight
+from fastattr.runner.preflight import load_checked
 from fastattr.runner.shards import (SHARD_GLOB, STORAGE_DTYPES, WriteError, check_out_folder, clean_temporaries,
-                                    file_sha256, json_safe, read_records, remove_checked, shard_name,
+                                    json_safe, read_records, remove_checked, shard_name,
                                     verify_checked, write_shard)
 
 TARGETS = ("predicted", "label")
@@ -55,21 +53,13 @@ class RunSummary:
     repaired: list[str] = field(default_factory=list)  # rank 0: shards found bad and computed again
 
 
-def _module_sha256(model: nn.Module) -> str:
-    """Fingerprint of a model object's state (names, dtypes, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
-    return h.hexdigest()
-
-
-def _check_target(target, images: ImageList):
+def check_target(target, has_labels: bool):
+    """`target` of a dataset job (run, eval): None / 'predicted', 'label' (needs an ImageFolder
+    tree: has_labels) or a class index >= 0; UserError naming target otherwise."""
     if target in (None, "predicted"):
         return "predicted"
     if target == "label":
-        if images.labels is None:
+        if not has_labels:
             raise UserError("target: 'label' needs an ImageFolder tree (every image inside a class folder)")
         return "label"
     try:
@@ -103,8 +93,7 @@ def _check_options(method, idgi, steps, rule, backward, output, batch_size, size
         shard_size = v.check_positive_int(shard_size, "shard_size", allow_none=False)
         images_per_call = v.check_positive_int(images_per_call, "images_per_call", allow_none=False)
         threads = v.check_positive_int(threads, "threads")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+        v.check_nonnegative_int(workers, "workers")
         method_options = dict(method_options or {})
         v.check_method_options(METHODS[method].fn, method, method_options)
         try:  # recorded in run.json, which a resumed run compares
@@ -114,17 +103,6 @@ def _check_options(method, idgi, steps, rule, backward, output, batch_size, size
                              f"got {method_options!r}") from None
     return dict(steps=steps, batch_size=batch_size, size=size, shard_size=shard_size,
                 images_per_call=images_per_call, threads=threads, method_options=method_options)
-
-
-def _load(model, trust_pickle: bool) -> tuple[nn.Module, dict]:
-    """(module, {"model": how it was named, "model_sha256": its identity}) for run.json."""
-    from fastattr.models import default_weights_path, load_model
-
-    if isinstance(model, nn.Module):
-        return model, {"model": type(model).__name__, "model_sha256": _module_sha256(model)}
-    name = "default" if model in (None, "default") else str(model)
-    net = load_model(name, trust_pickle=trust_pickle)
-    return net, {"model": name, "model_sha256": file_sha256(default_weights_path() if name == "default" else name)}
 
 
 def verify_shards(out: Path, n_shards: int, images: ImageList | None) -> list[str]:
@@ -209,7 +187,7 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
                        images_per_call, threads, workers, method_options)
     steps, batch_size, size, shard_size = o["steps"], o["batch_size"], o["size"], o["shard_size"]
     images = discover(input)
-    target = _check_target(target, images)
+    target = check_target(target, images.labels is not None)
     out = Path(out)
     check_out_folder(out)
 
@@ -217,15 +195,14 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(o["threads"] or default_threads(d))
     try:
-        net, model_id = _load(model, trust_pickle)
-        net = net.to(d.device)
-        if channels_last is None:
-            channels_last = uses_conv2d(net)
         explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
                                output=output, batch_size=batch_size, compile=compile,
                                channels_last=channels_last, precision=precision, **o["method_options"])
-        preflight(net, d.device, size, max(images.labels) if target == "label" else
-                  None if target == "predicted" else target, explain_options)
+        net, model_id = load_checked(model, trust_pickle=trust_pickle, device=d.device, size=size,
+                                     target=max(images.labels) if target == "label" else
+                                     None if target == "predicted" else target, explain_options=explain_options)
+        if channels_last is None:
+            channels_last = explain_options["channels_last"] = uses_conv2d(net)
         n, n_shards = len(images), math.ceil(len(images) / shard_size)
         # Every option that changes a map's bits; threads and world size are left out on purpose
         # (resuming on another number of ranks is legitimate; see the README on bit-identity).
