@@ -103,8 +103,9 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
     for name in args.variants:
         ins, calib = {}, []
         ref = long_run(model, x, t, name, args.ref_steps, cache, uniform=False)
-        half = rel_errors(long_run(model, x, t, name, args.ref_steps // 2, cache, uniform=False), ref)
-        check = rel_errors(long_run(model, x, t, name, args.check_steps, cache, uniform=True), ref)
+        if not args.skip_checks:
+            half = rel_errors(long_run(model, x, t, name, args.ref_steps // 2, cache, uniform=False), ref)
+            check = rel_errors(long_run(model, x, t, name, args.check_steps, cache, uniform=True), ref)
         ins["reference"] = insertion(model, x, ref, t).numpy()
         rows = {"uniform": [], "adaptive": []}
         for b in args.budgets:
@@ -126,8 +127,9 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
         results[name] = {"rows": rows, "insertion": ins, "tol": tol_row}
         print(f"\n### {name}: relative L2 error to adaptive with {args.ref_steps} evaluations (median [q1, q3] "
               f"over {x.shape[0]} images)")
-        print(f"reference check: adaptive {args.ref_steps // 2} is {np.median(half):.4f} (max {half.max():.4f}) "
-              f"from it, uniform {args.check_steps} {np.median(check):.4f} (max {check.max():.4f})")
+        if not args.skip_checks:
+            print(f"reference check: adaptive {args.ref_steps // 2} is {np.median(half):.4f} (max {half.max():.4f}) "
+                  f"from it, uniform {args.check_steps} {np.median(check):.4f} (max {check.max():.4f})")
         print("| evaluations | uniform | adaptive |\n|---|---|---|")
         for (b, _, m, lo, hi), (_, ev, am, alo, ahi) in zip(rows["uniform"], rows["adaptive"]):
             print(f"| {b} | {m:.4f} [{lo:.4f}, {hi:.4f}] | {am:.4f} [{alo:.4f}, {ahi:.4f}] ({ev:.1f} evals) |")
@@ -181,10 +183,10 @@ def plot(results: dict, path: str, ref_steps: int, n: int) -> None:
             ax.fill_between(rows[:, 1], rows[:, 3], rows[:, 4], color=colour, alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(name)
+        ax.set_title(f"{name} ({res.get('images', n)} images)")
         ax.set_xlabel("gradient evaluations per image")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"relative L2 error to adaptive with {ref_steps} evaluations\n(median, band: quartiles, {n} images)")
+    axes[0].set_ylabel(f"relative L2 error to adaptive with {ref_steps} evaluations\n(median over the images, band: quartiles)")
     axes[0].legend()
     fig.suptitle("EfficientNet-Lite0, bundled evaluation set: adaptive vs uniform path sampling")
     fig.savefig(path)
@@ -278,11 +280,23 @@ def main() -> None:
     ap.add_argument("--skip-time", action="store_true")
     ap.add_argument("--skip-precision", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-checks", action="store_true", help="no reference checks (adaptive half, uniform)")
+    ap.add_argument("--results", help="save the accuracy rows to this JSON file")
+    ap.add_argument("--plot-only", nargs="+", metavar="JSON", help="plot saved --results files (merged) and exit")
     ap.add_argument("--memory-child", nargs=2, metavar=("STEPS", "TOL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(int(args.memory_child[0]), None if args.memory_child[1] == "none" else float(args.memory_child[1]))
+        return
+    if args.plot_only:  # runs of some variants each (e.g. Blur IG on fewer images), one figure
+        import json
+
+        merged = {}
+        for f in args.plot_only:
+            saved = json.loads(Path(f).read_text())
+            merged.update({k: dict(v, images=saved["images"]) for k, v in saved["results"].items()})
+        plot(merged, args.plot, saved["ref_steps"], saved["images"])
         return
     from fastattr.evalset import load_evalset
     from fastattr.models import load_default_model
@@ -295,6 +309,11 @@ def main() -> None:
     print(f"threads={args.threads} images={len(x)} ({', '.join(ev.names)}) budgets={args.budgets}")
     if not args.skip_accuracy:
         results = accuracy(model, x, t, args, cache)
+        if args.results:
+            import json
+
+            rows = {k: {"rows": v["rows"]} for k, v in results.items()}
+            Path(args.results).write_text(json.dumps({"results": rows, "images": len(x), "ref_steps": args.ref_steps}))
         if args.plot:
             plot(results, args.plot, args.ref_steps, len(x))
     if not args.skip_time:
