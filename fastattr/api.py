@@ -27,11 +27,34 @@ class Explanation:
     method: str = ""
     extras: dict = field(default_factory=dict)  # method-specific reports
 
+    @property
+    def token_scores(self) -> torch.Tensor:
+        """Per-token scores (N, T): the map (N, T, ...) summed over its axes after the token axis
+        (the hidden axis of a layer=... map of a token model); padding trimmed away is exactly 0."""
+        a = self.attributions
+        if a.dim() < 3:
+            raise ValueError(f"token_scores: the map has shape {tuple(a.shape)}; per-token scores sum a map "
+                             "(N, T, D) over D (attribute a token model at its embeddings with layer=)")
+        return a.flatten(2).sum(2)
+
+
+# Methods that evaluate points belonging to no example of the call (expected_gradients' references):
+# they cannot run with per-example model inputs (layer=, model_kwargs= tensors with one row per example).
+UNTIED_METHODS = ("expected_gradients",)
+
 
 def check_call_options(method: str, rule: str, output, backward: str, steps, batch_size,
-                       idgi: bool, baseline=None) -> tuple[int | None, int | None]:
+                       idgi: bool, baseline=None, layer=None) -> tuple[int | None, int | None]:
     """Checks the options explain and Explainer share; returns the checked (steps, batch_size)."""
     v.check_choice(method, "method", METHODS)
+    if layer is not None and METHODS[method].images:
+        raise ValueError(f"layer: method {method!r} blurs the model's input image over its two spatial axes, "
+                         "which has no meaning in a layer's output space; with layer= use 'ig', 'vanilla', "
+                         "'guided_ig' or 'neflag'")
+    if layer is not None and method in UNTIED_METHODS:
+        raise ValueError(f"layer: method {method!r} evaluates references that belong to no example, so they have "
+                         "no model inputs to run the layer on; with layer= use 'ig', 'vanilla', 'guided_ig' or "
+                         "'neflag'")
     v.check_choice(rule, "rule", RULES)
     model_io.check_output(output)
     v.check_choice(backward, "backward", BACKWARDS)
@@ -53,19 +76,37 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
             steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
             output="probability", batch_size: int | None = None, compile: bool = False,
             progress: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-            precision: str | None = None, **method_options) -> Explanation:
+            precision: str | None = None, layer=None, model_kwargs: dict | None = None, trim_padding: bool = True,
+            **method_options) -> Explanation:
     """Attribution maps (N, ...) of inputs (N, ...) with their targets, scores and completeness
     delta per input. model_dtype: the dtype a parameter-free model computes in (default: its
     first floating parameter's). precision: None / "fp32" (as the model is), "bf16" or "fp16"
-    (autocast a float32 model's forward and backward; maps stay float32, less accurate)."""
+    (autocast a float32 model's forward and backward; maps stay float32, less accurate).
+    layer: a submodule (or its dotted name) whose output space the path runs in; inputs may then be
+    token ids, the baseline is in input space, maps have the layer output's shape (N, T, D).
+    model_kwargs: further model inputs (attention_mask=...); tensors with first dimension N go
+    with their example. trim_padding: compute each row at the length its attention_mask gives."""
     v.check_model(model)
-    x = v.check_inputs(inputs)
-    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline)
+    x = v.check_inputs(inputs, layer)
+    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline, layer)
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
                     channels_last=channels_last, model_dtype=model_dtype, precision=precision)
-    x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
-    b = v.check_baseline(baseline, x)
-    return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
+    x = prepare_inputs(engine, x)
+    b = v.check_baseline_like(baseline, x)
+    if layer is None and model_kwargs is None:
+        return explain_with_engine(engine, x, b, target, method, steps, rule, idgi, progress, method_options)
+    from fastattr.layer import explain_in_space
+
+    return explain_in_space(engine, x, b, target, layer, model_kwargs, trim_padding,
+                            lambda xs, bs, t: explain_with_engine(engine, xs, bs, t, method, steps, rule, idgi,
+                                                                  progress, method_options), method)
+
+
+def prepare_inputs(engine: Engine, x: torch.Tensor) -> torch.Tensor:
+    """Checked inputs on the engine's device: floating ones in the points' dtype, ids as they are."""
+    if not x.is_floating_point():
+        return x.detach().to(engine.device).contiguous()
+    return x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
 
 
 def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str,
@@ -79,6 +120,12 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
         raise ValueError(f"inputs: method {method!r} works on images (N, C, H, W) (it blurs over two "
                          f"spatial axes), got shape {tuple(x.shape)}; vanilla, ig, guided_ig and neflag "
                          "take inputs of any rank")
+    if x.dim() == 1:  # N examples of one scalar: the methods walk (N, 1) points, the model gets (B,)
+        with engine.scalar_inputs():
+            e = explain_with_engine(engine, x[:, None], b[:, None], target, method, steps, rule, idgi, progress,
+                                    method_options)
+        e.attributions = e.attributions[:, 0]
+        return e
     evals_before = engine.grad_evals
     engine.fit_batch(x[0].numel())
     n = x.shape[0]
@@ -113,10 +160,11 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target=None, *, method: st
               steps: int | None = None, rule: str = "left", idgi: bool = False, backward: str = "standard",
               output="probability", batch_size: int | None = None, compile: bool = False,
               channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-              precision: str | None = None, **method_options) -> torch.Tensor:
-    """Attribution maps of `inputs` (N, ...) for `target` (None: argmax), the inputs' shape, float32
-    (float64 for a float64 model)."""
+              precision: str | None = None, layer=None, model_kwargs: dict | None = None, trim_padding: bool = True,
+              **method_options) -> torch.Tensor:
+    """Attribution maps of `inputs` (N, ...) for `target` (None: argmax), the inputs' shape (with
+    layer=: the layer output's shape), float32 (float64 for a float64 model)."""
     return explain(model, inputs, target, method=method, baseline=baseline, steps=steps, rule=rule,
                    idgi=idgi, backward=backward, output=output, batch_size=batch_size, compile=compile,
-                   channels_last=channels_last, model_dtype=model_dtype, precision=precision,
-                   **method_options).attributions
+                   channels_last=channels_last, model_dtype=model_dtype, precision=precision, layer=layer,
+                   model_kwargs=model_kwargs, trim_padding=trim_padding, **method_options).attributions

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fastattr import model_io
+from fastattr.forward import InputForward
 from fastattr.model_io import OUTPUTS, select_output  # noqa: F401  (re-exported: fastattr.engine.OUTPUTS)
 
 # Chunk sizes measured per device (bench/bench_batch_size.py): on the 2-core CPU, EfficientNet-Lite0
@@ -62,22 +63,6 @@ def uses_conv2d(model: nn.Module) -> bool:
                for m in model.modules())
 
 
-def _call_model(model: nn.Module, x: torch.Tensor):
-    return model(x)
-
-
-# One compiled callable shared by all models: dynamo guards on the module it receives, so each
-# model gets its own graph without this module holding a strong reference to any model.
-_compiled_call = None
-
-
-def _compiled() -> callable:
-    global _compiled_call
-    if _compiled_call is None:
-        _compiled_call = torch.compile(_call_model, dynamic=False)
-    return _compiled_call
-
-
 class Engine:
     """Evaluates f_c(x) and d f_c / dx for chunks of at most `batch_size` points of one model.
 
@@ -116,6 +101,13 @@ class Engine:
         self._backward_ctx = None
         self._eval_ctx = None
         self._check: model_io.FiniteCheck | None = None
+        # How the model is called (fastattr.forward): its input space, or a layer's output space
+        # with per-example model inputs. Set per call by fastattr.layer; entered with the session.
+        self.forward = InputForward()
+        self._forward_ctx = None
+        # The shape one point has for the model when it differs from the methods' points: () for
+        # rank-1 inputs (N scalars), which the methods walk as (N, 1) (scalar_inputs()).
+        self.model_point_shape: tuple[int, ...] | None = None
 
     def point_dtype(self, input_dtype: torch.dtype = torch.float32) -> torch.dtype:
         """dtype of points, gradients and maps for inputs of `input_dtype` (model_io.point_dtype)."""
@@ -127,28 +119,47 @@ class Engine:
             self.batch_size = default_batch_size(self.device, point_numel)
 
     # -- model call -------------------------------------------------------------------------
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K) scores as the output form sees them, in x's dtype, for points x (B, ...)."""
-        xm = x
+    def in_model_format(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, ...) in the memory format the model is fed (same values): channels-last for 4-D
+        points of a channels_last engine. Points a method builds from such tensors by element-wise
+        ops are already in it, so the model call copies nothing (bench/bench_overhead.py)."""
         if self.channels_last and x.dim() == 4:
             # Convolutions run faster on channels-last activations (oneDNN on CPU: EfficientNet-
             # Lite0 forward+backward at batch 8 took 2.08 s vs 2.52 s per 32 points, measured
-            # interleaved here); the copy is differentiable, so gradients come back as NCHW.
+            # interleaved here); the copy is differentiable, and gradients come back channels-last.
             # It changes convolution rounding (a few float32 ulps), which can move gradients at
             # ReLU6 kinks; channels_last=False reproduces NCHW results bit for bit.
-            xm = xm.contiguous(memory_format=torch.channels_last)
-        if self.model_dtype is not None and xm.dtype != self.model_dtype:
-            xm = xm.to(self.model_dtype)  # differentiable: the gradient comes back in x's dtype
-        # Autocast around the (compiled) call: dynamo traces under the active autocast state and
-        # guards on it; the output callable and the output form below run in x's dtype.
-        with model_io.autocast(self.device, self.autocast_dtype):
-            raw = _compiled()(self.model, xm) if self.compile else self.model(xm)
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K) scores as the output form sees them, in x's dtype, for points x (B, ...) of the
+        call's rows `rows` (B,) (their examples' model inputs; fastattr.forward)."""
+        raw = self.forward.call(self, x, rows)
         return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
 
-    def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @contextlib.contextmanager
+    def scalar_inputs(self) -> Iterator["Engine"]:
+        """Rank-1 inputs (N,), N examples of one scalar: while active, the methods' (B, 1) points reach
+        the model as (B,) (its own input form) and gradients come back (B, 1)."""
+        old, self.model_point_shape = self.model_point_shape, ()
+        try:
+            yield self
+        finally:
+            self.model_point_shape = old
+
+    def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor,
+                        rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """f_c and its gradient at the leaf xs; an output that does not depend on xs has gradient
         exactly zero (autograd would raise "does not require grad" / "unused input")."""
-        y = select_output(self._logits(xs), ts, self.output)
+        try:
+            y = select_output(self._logits(xs, rows), ts, self.output)
+        except RuntimeError as exc:
+            if "leaf Variable that requires grad" not in str(exc):
+                raise
+            # The model writes into its input in place, which autograd refuses on the leaf: hand
+            # it a copy (same numbers; the check runs before the write, so xs is unchanged).
+            y = select_output(self._logits(xs.clone(), rows), ts, self.output)
         if not y.requires_grad:
             return y, torch.zeros_like(xs)
         (g,) = torch.autograd.grad(y.sum(), xs, allow_unused=True, materialize_grads=True)
@@ -163,6 +174,12 @@ class Engine:
         x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
         targets = torch.cat([targets, targets[-1:].expand(extra)])
         return x, targets
+
+    def _padded_rows(self, rows: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """rows (B,) padded to n like _padded pads the points (the last row repeated)."""
+        if rows is None or rows.shape[0] == n:
+            return rows
+        return torch.cat([rows, rows[-1:].expand(n - rows.shape[0])])
 
     # -- session: parameters frozen, eval mode, backward mode installed ----------------------
     @contextlib.contextmanager
@@ -185,6 +202,9 @@ class Engine:
                 ctx = backward_context(self.backward, self.model)
                 ctx.__enter__()
                 self._backward_ctx = ctx
+                ctx = self.forward.context(self)
+                ctx.__enter__()
+                self._forward_ctx = ctx
             except BaseException:
                 self._close(*sys.exc_info())
                 raise
@@ -202,6 +222,14 @@ class Engine:
                     check.raise_if_bad()
 
     def _close(self, *exc) -> None:
+        try:
+            if self._forward_ctx is not None:
+                self._forward_ctx.__exit__(*exc)
+        finally:
+            self._forward_ctx = None
+            self._close_backward(*exc)
+
+    def _close_backward(self, *exc) -> None:
         try:
             if self._backward_ctx is not None:
                 self._backward_ctx.__exit__(*exc)
@@ -239,14 +267,18 @@ class Engine:
         n = x.shape[0]
         if n > self.batch_size:
             raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
+        if self._depth == 0:  # a chunk on its own; walks hold one session for all their chunks
+            with self.session():
+                return self.value_and_grad(x, targets, images, pad_to)
         # inference_mode(False): a caller inside torch.inference_mode() still gets gradients;
         # clone() turns an inference tensor into a normal one that autograd can record.
-        with self.session(), torch.inference_mode(False):
+        with torch.inference_mode(False):
             xp, tp = self._padded(x.detach(), targets, pad_to)
             xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
-                y, g = self._value_and_grad(xp, tp)
+                rows = self._padded_rows(images, xp.shape[0]) if self.forward.per_example else None
+                y, g = self._value_and_grad(xp, tp, rows)
             y = y[:n].detach()
             self._observe(y, images)
         self.grad_evals += n
@@ -255,16 +287,21 @@ class Engine:
         return y, g[:n]
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Model scores as the output form sees them (before softmax/sigmoid), for any number of
-        points, chunked, no graph. x (P, ...) -> (P, K) in x's dtype (float32 or float64)."""
+        points, chunked, no graph. x (P, ...) -> (P, K) in x's dtype (float32 or float64). rows
+        (P,): the row of the call's inputs each point belongs to (None: point p is row p)."""
         outs = []
         with self.session():
             for s, e in self.chunks(x.shape[0]):
                 # a lone point goes with a copy: a batch of 1 rounds differently (value_and_grad)
                 xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device),
                                       2 if self.batch_size > 1 else 0)
-                outs.append(self._logits(xc)[: e - s])
+                rc = None
+                if self.forward.per_example:  # the rows pick the points' model inputs
+                    rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]
+                    rc = self._padded_rows(rc, xc.shape[0])
+                outs.append(self._logits(xc, rc)[: e - s])
         self.forward_evals += x.shape[0]
         return torch.cat(outs)
 
@@ -275,6 +312,6 @@ class Engine:
         if self._depth == 0 and images is None:  # standalone: name the row of x
             images, n = torch.arange(x.shape[0], device=x.device), x.shape[0]
         with self.session(images=n):
-            y = select_output(self.logits(x), targets, self.output)
+            y = select_output(self.logits(x, images), targets, self.output)
             self._observe(y, images)
         return y

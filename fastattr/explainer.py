@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fastattr import validation as v
-from fastattr.api import Explanation, check_call_options, explain_with_engine
+from fastattr.api import Explanation, check_call_options, explain_with_engine, prepare_inputs
 from fastattr.engine import Engine, uses_conv2d
 from fastattr.methods import METHODS
 
@@ -84,20 +84,33 @@ class Explainer:
                  rule: str = "left", idgi: bool = False, backward: str = "standard",
                  output="probability", batch_size: int | None = None, compile: bool = False,
                  cuda_graphs: bool | None = None, progress: bool = False, channels_last: bool | None = None,
-                 model_dtype: torch.dtype | None = None, precision: str | None = None, **method_options):
+                 model_dtype: torch.dtype | None = None, precision: str | None = None, layer=None,
+                 model_kwargs: dict | None = None, trim_padding: bool = True, **method_options):
         v.check_model(model)
         self.steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi,
-                                                    baseline)
+                                                    baseline, layer)
         v.check_method_options(METHODS[method].fn, method, method_options)  # fail at construction, not first call
         v.check_baseline_value(baseline)
         self.model, self.method, self.rule, self.idgi = model, method, rule, bool(idgi)
         self.progress, self.method_options = progress, method_options
         from fastattr.engine import model_device
 
+        from fastattr import model_io
+        from fastattr.layer import check_trim_padding
+
         self.device = model_device(model)
         self.image_model = uses_conv2d(model)  # a 3-D input is then one (C, H, W) image
+        if layer is not None:
+            model_io.resolve_layer(model, layer)  # fail at construction, not on the first call
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(f"model_kwargs: expected a dict of further model inputs, got {type(model_kwargs).__name__}")
+        self.layer, self.model_kwargs = layer, model_kwargs
+        self.trim_padding = check_trim_padding(trim_padding)
         if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda"
+            cuda_graphs = self.device.type == "cuda" and layer is None and model_kwargs is None
+        elif cuda_graphs and (layer is not None or model_kwargs is not None):
+            raise ValueError("cuda_graphs: a captured graph replays static input buffers of the points only; with "
+                             "layer= or model_kwargs= pass cuda_graphs=False")
         options = dict(output=output, batch_size=batch_size, compile=compile, backward=backward,
                        channels_last=channels_last, model_dtype=model_dtype, precision=precision)
         self.engine = CudaGraphEngine(model, **options) if cuda_graphs else Engine(model, **options)
@@ -109,18 +122,32 @@ class Explainer:
         b = self._baselines.get(key)
         if b is None:
             # Read-only by the MethodContext contract, so one tensor per shape serves every call.
-            b = self._baselines[key] = v.check_baseline(self._baseline, x)
+            b = self._baselines[key] = v.check_baseline_like(self._baseline, x)
         return b
 
-    def __call__(self, x: torch.Tensor, target=None) -> Explanation:
+    def __call__(self, x: torch.Tensor, target=None, *, model_kwargs: dict | None = None) -> Explanation:
         """Maps for x (N, ...) (or one (C, H, W) image of a 2-d conv model) -> Explanation with maps
-        like x (N, ...); target None (argmax), an int or (N,) class indices."""
+        like x (N, ...) (with layer=: like the layer's output); target None (argmax), an int or (N,)
+        class indices. model_kwargs: this call's further model inputs (added to the constructor's)."""
         if isinstance(x, torch.Tensor) and x.dim() == 3 and self.image_model:
             x = x[None]
-        x = v.check_inputs(x)
-        x = x.detach().to(device=self.device, dtype=self.engine.point_dtype(x.dtype)).contiguous()
-        return explain_with_engine(self.engine, x, self._baseline_for(x), target, self.method, self.steps,
-                                   self.rule, self.idgi, self.progress, self.method_options)
+        x = prepare_inputs(self.engine, v.check_inputs(x, self.layer))
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(f"model_kwargs: expected a dict of further model inputs, got {type(model_kwargs).__name__}")
+        kwargs = {**(self.model_kwargs or {}), **(model_kwargs or {})} or None
+        if kwargs is not None and isinstance(self.engine, CudaGraphEngine):
+            raise ValueError("model_kwargs: this Explainer replays CUDA graphs, whose static buffers hold the points "
+                             "only; construct it with cuda_graphs=False to pass model inputs")
+        b = self._baseline_for(x)
+        if self.layer is None and kwargs is None:
+            return explain_with_engine(self.engine, x, b, target, self.method, self.steps, self.rule, self.idgi,
+                                       self.progress, self.method_options)
+        from fastattr.layer import explain_in_space
+
+        return explain_in_space(self.engine, x, b, target, self.layer, kwargs, self.trim_padding,
+                                lambda xs, bs, t: explain_with_engine(self.engine, xs, bs, t, self.method, self.steps,
+                                                                      self.rule, self.idgi, self.progress,
+                                                                      self.method_options), self.method)
 
     def __repr__(self) -> str:
         kind = type(self.engine).__name__

@@ -5,6 +5,7 @@ engine calls these; methods never see a raw model."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 import warnings
@@ -219,10 +220,23 @@ class FiniteCheck:
         raise_nonfinite(None, "at a point it was evaluated at")
 
 
+class NonFiniteError(ValueError):
+    """A NaN/inf score or gradient of the model, naming the image (an index into the call's inputs;
+    None: not attributed). renamed(i) is the same error naming image i instead (a call split into
+    length buckets names the caller's index, not the bucket's)."""
+
+    def __init__(self, template: str, image: int | None):
+        self.template, self.image = template, image
+        at = f" for image {image} (index into inputs)" if image is not None else ""
+        super().__init__(template.format(at=at))
+
+    def renamed(self, image: int | None) -> "NonFiniteError":
+        return NonFiniteError(self.template, image)
+
+
 def raise_nonfinite(image: int | None, where: str) -> None:
-    at = f" for image {image} (index into inputs)" if image is not None else ""
-    raise ValueError(f"model: produced non-finite scores (NaN or inf) {where}{at}; attribution maps "
-                     "would be NaN or silently zero. Check the model and its inputs")
+    raise NonFiniteError(f"model: produced non-finite scores (NaN or inf) {where}{{at}}; attribution maps "
+                         "would be NaN or silently zero. Check the model and its inputs", image)
 
 
 def check_scores_finite(scores: torch.Tensor, where: str = "at the inputs") -> None:
@@ -235,11 +249,11 @@ def check_scores_finite(scores: torch.Tensor, where: str = "at the inputs") -> N
 def check_map_finite(maps: torch.Tensor) -> None:
     """ValueError naming the first image whose map (N, ...) has a NaN or inf (the model's gradient
     was non-finite although its scores were finite)."""
-    ok = torch.isfinite(maps.flatten(1)).all(1)
+    ok = torch.isfinite(maps.reshape(maps.shape[0], -1)).all(1)  # (N,) maps of rank-1 inputs too
     if not bool(ok.all()):
         i = int((~ok).nonzero()[0, 0])
-        raise ValueError(f"model: its gradient of f_c is NaN or inf for image {i} (index into inputs) "
-                         "although its scores are finite; the attribution map would be NaN")
+        raise NonFiniteError("model: its gradient of f_c is NaN or inf{at} although its scores are finite; "
+                             "the attribution map would be NaN", i)
 
 
 # -- training mode ---------------------------------------------------------------------------------
@@ -275,3 +289,70 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         for m, flag in flags:
             if m.training != flag:
                 m.training = flag
+
+
+# -- layers (layer= attribution) -------------------------------------------------------------------
+
+def resolve_layer(model: nn.Module, layer) -> tuple[nn.Module, str]:
+    """`layer=`: a submodule of the model or its dotted name ("bert.embeddings") -> (module, name);
+    errors name `layer`."""
+    if isinstance(layer, str):
+        try:
+            module = model.get_submodule(layer) if layer else model
+        except AttributeError:
+            import difflib
+
+            names = [n for n, _ in model.named_modules() if n]
+            near = difflib.get_close_matches(layer, names, n=3) or names[:6]
+            raise ValueError(f"layer: the model has no submodule {layer!r}; did you mean one of {near}? "
+                             "(names as in model.named_modules())") from None
+        name = layer
+    elif isinstance(layer, nn.Module):
+        name = next((n for n, m in model.named_modules() if m is layer), None)
+        if name is None:
+            raise ValueError(f"layer: the {type(layer).__name__} given is not a submodule of the model (a copy, "
+                             "or a module of another model?); pass model.<path> or its dotted name")
+        module = layer
+    else:
+        raise TypeError(f"layer: expected a submodule of the model or its dotted name, got {type(layer).__name__}")
+    if module is model:
+        raise ValueError("layer: is the model itself; pass one of its submodules (e.g. the embeddings), whose "
+                         "output the path runs in")
+    return module, name
+
+
+def layer_tensor(out, name: str) -> torch.Tensor:
+    """The tensor a layer's output holds: the output itself, the first element of a tuple/list, or
+    the first value of a mapping (a Hugging Face ModelOutput); errors name `layer`."""
+    if isinstance(out, torch.Tensor):
+        t = out
+    elif isinstance(out, (tuple, list)) and out:
+        t = out[0]
+    elif isinstance(out, Mapping) and out:
+        t = next(iter(out.values()))
+    else:
+        t = None
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"layer: {name!r} returned {_describe(out)}; expected a tensor, a tuple whose first "
+                         "element is one, or a ModelOutput whose first field is one")
+    if not t.is_floating_point():
+        raise ValueError(f"layer: {name!r} outputs a {t.dtype} tensor; the path runs in the layer's output "
+                         "space, which must be floating point (pick the layer after the embedding lookup)")
+    return t
+
+
+def with_layer_tensor(out, t: torch.Tensor):
+    """The layer output `out` with its tensor (see layer_tensor) replaced by t, same container type."""
+    if isinstance(out, torch.Tensor):
+        return t
+    if isinstance(out, tuple):
+        rest = tuple(out[1:])
+        return type(out)(t, *rest) if hasattr(out, "_fields") else type(out)((t, *rest))
+    if isinstance(out, list):
+        return [t, *out[1:]]
+    first = next(iter(out))
+    if type(out) is dict:
+        return {**out, first: t}
+    rebuilt = copy.copy(out)  # a ModelOutput: a dataclass over an OrderedDict; copy and set the field
+    rebuilt[first] = t
+    return rebuilt

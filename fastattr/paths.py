@@ -72,20 +72,30 @@ def walk_points(ctx: MethodContext, images: torch.Tensor, keys: torch.Tensor, po
 
 class RiemannSum:
     """acc[i] += w[k] * g  for every evaluated point (i, k). w (steps,) per-step weights; acc in
-    like's dtype (float32, float64 for a float64 model)."""
+    like's dtype (float32, float64 for a float64 model). channels_last: the gradients of 4-D points
+    come channels-last (the engine's format for conv models), so acc holds each map in that order
+    and takes them without a copy (a permuting copy per chunk was 1-2 us per point on the tiny
+    model of bench/bench_overhead.py); the sum of each element is the same either way."""
 
-    def __init__(self, like: torch.Tensor, weights: torch.Tensor):
-        self.acc = torch.zeros(like.shape[0], like[0].numel(), dtype=like.dtype, device=like.device)
+    def __init__(self, like: torch.Tensor, weights: torch.Tensor, channels_last: bool = False):
+        n = like.shape[0]
+        self.acc = torch.zeros(n, like[0].numel(), dtype=like.dtype, device=like.device)
         self.weights = weights.to(like.device, torch.float64)
-        self.start_scores = torch.full((like.shape[0],), float("nan"), dtype=like.dtype, device=like.device)
+        self.nhwc = channels_last and like.dim() == 4
+        # slot n takes the rows that are not a step 0 (no host read of a flag per chunk)
+        self._start = torch.full((n + 1,), float("nan"), dtype=like.dtype, device=like.device)
+        self.start_scores = self._start[:n]  # f_c at each image's step 0 (NaN: not evaluated)
 
     def __call__(self, i, k, y, g) -> None:
-        path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.weights[k], i, False)
-        first = k == 0
-        if first.any():
-            self.start_scores[i[first]] = y[first]
+        rows = g.permute(0, 2, 3, 1) if self.nhwc else g  # a view of channels-last gradients
+        path_accumulate_(self.acc, rows.reshape(g.shape[0], -1), self.weights[k], i, False)
+        self._start.index_put_((torch.where(k == 0, i, self.start_scores.shape[0]),), y.to(self._start.dtype))
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
+        """The sums like `like` (its shape; channels-last strides when accumulated so)."""
+        if self.nhwc:
+            n, c, h, w = like.shape
+            return self.acc.view(n, h, w, c).permute(0, 3, 1, 2)
         return self.acc.view_as(like)
 
 
@@ -242,3 +252,18 @@ class IdgiSum:
         assert self.seen == self.acc.shape[0] * self.steps, "IDGI path ended before its last step"
         self.acc.add_(self.grad_bad[:, None])  # + 0, or NaN for an image with a non-finite gradient
         return self.acc.view_as(like)
+
+
+def from_path_start(consume: ConsumeFn, start_scores: torch.Tensor) -> ConsumeFn:
+    """IDGI on points whose first gradient point p_0 lies past the path start b (rules with a_0 > 0:
+    right, middle, gausslegendre): the segment [b, p_0] joins the first span (SPEC.md, IDGI's end
+    segments). IdgiSum reads y_0 only as the start of its first span, so handing it f_c(b) in place
+    of f_c(p_0) gives that span y_{e_1} - f_c(b) (the first step with a non-zero gradient takes the
+    segment, as any zero-gradient step's change) and makes its start_scores f_c(b): sum(A) =
+    f_c(x) - f_c(b) exactly. start_scores (N,) f_c at b -> a consume function for walk_path."""
+    start = start_scores.detach()
+
+    def consume_from_start(i, k, y, g):
+        consume(i, k, torch.where(k == 0, start.index_select(0, i).to(y.dtype), y), g)
+
+    return consume_from_start

@@ -24,7 +24,7 @@ from torch import nn
 
 from fastattr import model_io
 from fastattr import validation as v
-from fastattr.api import Explanation, check_call_options, explain_with_engine
+from fastattr.api import Explanation, check_call_options, explain_with_engine, prepare_inputs
 from fastattr.engine import Engine, select_output
 from fastattr.methods import METHODS, MethodContext
 from fastattr.paths import walk_path
@@ -99,16 +99,18 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
                baseline=None, steps: int | None = None, rule: str = "left", idgi: bool = False,
                backward: str = "standard", output="probability", batch_size: int | None = None,
                compile: bool = False, channels_last: bool | None = None, model_dtype: torch.dtype | None = None,
-               precision: str | None = None, **method_options) -> Explanation:
+               precision: str | None = None, layer=None, model_kwargs: dict | None = None, trim_padding: bool = True,
+               **method_options) -> Explanation:
     """SmoothGrad of `method` for inputs (N, ...): the mean over nsamples noisy copies per image of
     the method's maps (squared: of their squares; PAIR's nsamples, stdev_spread, magnitude) ->
     Explanation with maps like fastattr.explain's. target None: the argmax at the clean image (every
     copy explains that class). generator seeds the noise (and the method's own draws). Other
     keywords are fastattr.explain's, applied to every copy. scores are f_c at the clean images,
-    baseline_scores the copies' mean."""
+    baseline_scores the copies' mean. With layer=, the copies are noisy copies of the layer's
+    output L(x) (sigma from its range), drawn per length bucket in bucket order."""
     v.check_model(model)
-    x = v.check_inputs(inputs)
-    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline)
+    x = v.check_inputs(inputs, layer)
+    steps, batch_size = check_call_options(method, rule, output, backward, steps, batch_size, idgi, baseline, layer)
     n, spread, squared = check_options(nsamples, spread, squared, generator)
     spec = METHODS[method]
     v.check_method_options(spec.fn, method, method_options)
@@ -116,14 +118,40 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
         method_options = dict(method_options, generator=generator)  # one seed for the whole map
     engine = Engine(model, output=output, batch_size=batch_size, compile=compile, backward=backward,
                     channels_last=channels_last, model_dtype=model_dtype, precision=precision)
-    x = x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
-    b = v.check_baseline(baseline, x)
+    x = prepare_inputs(engine, x)
+    b = v.check_baseline_like(baseline, x)
+
+    def run(xs, bs, t):
+        return _smoothgrad(engine, xs, bs, t, method, n, spread, squared, generator, steps, rule, idgi,
+                           method_options)
+
+    if layer is None and model_kwargs is None:
+        return run(x, b, target)
+    from fastattr.layer import explain_in_space
+
+    return explain_in_space(engine, x, b, target, layer, model_kwargs, trim_padding, run, method)
+
+
+def _smoothgrad(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str, n: int, spread: float,
+                squared: bool, generator, steps, rule: str, idgi: bool, method_options: dict) -> Explanation:
+    """smoothgrad's core on points x, b (N, ...) of the engine's space (its forward set)."""
+    scalars = x.dim() == 1  # N examples of one scalar: walked as (N, 1), the model gets (B,)
+    if scalars:
+        x, b = x[:, None], b[:, None]
+        engine.model_point_shape = ()
     engine.fit_batch(x[0].numel())
+    per_example = engine.forward.per_example
     evals_before = engine.grad_evals
     num = x.shape[0]
     # One session: parameters frozen once, and NaN/inf scores anywhere are a ValueError at the end.
     with engine.session():
-        if method == "vanilla":
+        if method == "vanilla" and per_example:
+            # as below, but the baseline's points differ per example (a layer's output at zeros,
+            # further model inputs): one baseline point per example
+            rows = torch.arange(num, device=x.device)
+            both = engine.logits(torch.cat([x, b]), torch.cat([rows, rows]))
+            logits = both[:num]
+        elif method == "vanilla":
             # f_c at the clean images (the target when none is given, and scores) and at the
             # baseline (the delta) in one forward pass. vanilla takes no baseline=: b is zeros for
             # every image, so one zero image serves all of them.
@@ -149,17 +177,24 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target=None, *, method: s
             stop = min(start + per_walk, num)
             copies, sigmas[start:stop] = noisy_copies(x[start:stop], n, spread, generator)
             tc = t[start:stop].repeat_interleave(n)
-            if method == "vanilla":  # gradients only: see _gradients
-                copy_maps = _gradients(engine, copies, tc)
-            else:
-                bc = b[start:stop].repeat_interleave(n, dim=0)
-                e = explain_with_engine(engine, copies, bc, tc, method, steps, rule, idgi, False, method_options)
-                copy_maps = e.attributions
-                baseline_scores[start:stop] = e.baseline_scores.view(stop - start, n).mean(1)
-                method_extras.append(e.extras)
+            if per_example:  # each copy gets its example's model inputs
+                engine.forward.row_examples = torch.arange(start, stop, device=x.device).repeat_interleave(n)
+            try:
+                if method == "vanilla":  # gradients only: see _gradients
+                    copy_maps = _gradients(engine, copies, tc)
+                else:
+                    bc = b[start:stop].repeat_interleave(n, dim=0)
+                    e = explain_with_engine(engine, copies, bc, tc, method, steps, rule, idgi, False, method_options)
+                    copy_maps = e.attributions
+                    baseline_scores[start:stop] = e.baseline_scores.view(stop - start, n).mean(1)
+                    method_extras.append(e.extras)
+            finally:
+                engine.forward.row_examples = None
             copy_maps = copy_maps.view(stop - start, n, *x.shape[1:])
             maps[start:stop] = (copy_maps.square() if squared else copy_maps).mean(1)
+    if scalars:
+        maps = maps[:, 0]
     model_io.check_map_finite(maps)
-    delta = maps.flatten(1).sum(1) - (scores - baseline_scores)
+    delta = maps.reshape(num, -1).sum(1) - (scores - baseline_scores)
     extras = {"nsamples": n, "spread": spread, "squared": squared, "sigma": sigmas, "method_extras": method_extras}
     return Explanation(maps, t, scores, baseline_scores, delta, engine.grad_evals - evals_before, method, extras)

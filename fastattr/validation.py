@@ -1,6 +1,7 @@
 """Argument checks of the public API: every error names the parameter at fault."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -22,20 +23,32 @@ def check_model(model) -> None:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
 
 
-def check_inputs(inputs) -> torch.Tensor:
-    """inputs must be a finite real floating tensor (N, ...) of rank >= 2 with N >= 1 and features."""
+INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def check_inputs(inputs, layer=None) -> torch.Tensor:
+    """inputs must be a finite real floating tensor (N, ...) of rank >= 1 with N >= 1 and features
+    ((N,): N examples of one scalar each); with a layer= also an integer tensor (token ids: the path
+    runs in the layer's output space)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs: expected a torch.Tensor (N, ...), got {type(inputs).__name__}")
-    if inputs.dim() < 2:
-        raise ValueError(f"inputs: expected a tensor (N, ...) of rank >= 2 (a batch axis, then the features: "
-                         f"(N, D), (N, C, L), (N, C, H, W), ...), got shape {tuple(inputs.shape)}")
+    if inputs.dim() < 1:
+        raise ValueError(f"inputs: expected a tensor (N, ...) with a batch axis ((N,) for N scalars, (N, D), "
+                         f"(N, C, L), (N, C, H, W), (N, T) token ids with layer=...), got a 0-dimensional tensor")
     if not inputs.is_floating_point():
-        raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}")
+        if inputs.dtype not in INTEGER:
+            raise TypeError(f"inputs: expected a floating-point tensor (or integer token ids with layer=), got "
+                            f"{inputs.dtype}")
+        if layer is None:
+            raise TypeError(f"inputs: expected a floating-point tensor, got {inputs.dtype}. Token ids cannot be scaled "
+                            "along a path, so integer inputs are attributed at a layer: pass layer= (e.g. "
+                            "layer='bert.embeddings', the module that turns ids into vectors) and the path runs in "
+                            "that layer's output space (uint8 images: pass x.float() / 255)")
     if inputs.shape[0] == 0:
         raise ValueError("inputs: the batch is empty (N = 0)")
     if inputs[0].numel() == 0:
         raise ValueError(f"inputs: has no features, shape {tuple(inputs.shape)}")
-    if not torch.isfinite(inputs).all():
+    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
         raise ValueError("inputs: contains NaN or inf")
     return inputs
 
@@ -74,6 +87,29 @@ def check_baseline(baseline, inputs: torch.Tensor) -> torch.Tensor:
                          f"{tuple(inputs.shape)}") from None
     if not torch.isfinite(out).all():  # a float64 baseline beyond float32's range
         raise ValueError("baseline: contains NaN or inf (in the points' dtype)")
+    return out.contiguous()
+
+
+def check_baseline_like(baseline, inputs: torch.Tensor) -> torch.Tensor:
+    """check_baseline for floating inputs; for integer inputs (token ids, with layer=) None (zeros),
+    an int id, or an integer tensor broadcastable to inputs -> like inputs (captum's baselines)."""
+    if inputs.is_floating_point():
+        return check_baseline(baseline, inputs)
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    if isinstance(baseline, numbers.Integral) and not isinstance(baseline, bool):
+        return torch.full_like(inputs, int(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(f"baseline: inputs are {inputs.dtype} ids, so the baseline is ids too: None (zeros), an int "
+                        f"or an integer tensor like inputs, got {type(baseline).__name__}")
+    if baseline.dtype not in INTEGER:
+        raise TypeError(f"baseline: inputs are {inputs.dtype} ids, so the baseline is ids too (e.g. pad ids with "
+                        f"[CLS]/[SEP] kept), got a {baseline.dtype} tensor")
+    try:
+        out = torch.broadcast_to(baseline.to(inputs.device, inputs.dtype), inputs.shape)
+    except RuntimeError:
+        raise ValueError(f"baseline: shape {tuple(baseline.shape)} does not broadcast to inputs "
+                         f"{tuple(inputs.shape)}") from None
     return out.contiguous()
 
 
@@ -124,6 +160,16 @@ def check_positive_int(value, name: str, *, allow_none: bool = True, maximum: in
     return int(value)
 
 
+def check_generator(generator) -> None:
+    """None or a CPU torch.Generator (methods draw on the CPU); errors name `generator`."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator: must be a CPU generator (draws are made on the CPU), got {generator.device}")
+
+
 def check_nonnegative_int(value, name: str) -> int | None:
     """None or an integer >= 0 (counts where 0 means none: workers, samples); errors name the parameter."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
@@ -137,13 +183,22 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
-def check_method_options(fn, method: str, options: dict) -> None:
-    """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
+@functools.lru_cache(maxsize=None)
+def _keyword_options(fn) -> list[str] | None:
+    """Keyword parameters of method function fn(ctx, ...) (None: it takes **kwargs). Cached:
+    inspect.signature took ~0.1 ms of every call (bench/bench_overhead.py, tiny model)."""
     params = list(inspect.signature(fn).parameters.values())[1:]  # the first one is ctx
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+
+def check_method_options(fn, method: str, options: dict) -> None:
+    """Every key of `options` must be a keyword parameter of method function fn(ctx, ...)."""
+    known = _keyword_options(fn)
+    if known is None:
         return
-    known = [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     unknown = [k for k in options if k not in known]
     if unknown:
         raise TypeError(f"{unknown[0]}: unknown option of method {method!r}; "

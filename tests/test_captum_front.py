@@ -153,7 +153,7 @@ def assert_delta_close(ours, ref, ref_attrs, fwd, inputs, extra, rel):
     extra = () if extra is None else (extra if isinstance(extra, tuple) else (extra,))
     with torch.no_grad():
         f = fwd(*_tuple(inputs), *extra).abs().max().item()
-    a = max(r.detach().flatten(1).abs().sum(1).max().item() for r in _tuple(ref_attrs))
+    a = max(r.detach().reshape(r.shape[0], -1).abs().sum(1).max().item() for r in _tuple(ref_attrs))
     err = (ours - ref).abs().max().item()
     assert err <= rel * (a + f), f"delta error {err:.3g} > {rel} * ({a:.3g} + {f:.3g})"
 
@@ -287,9 +287,10 @@ def test_gausslegendre_rule_equals_captum_approximation_and_ig():
     ref = CaptumIG(Softmax(model)).attribute(x, target=t, n_steps=9, method="gausslegendre")
     assert_maps_close(ours, ref, 1e-5)
     idgi = fastattr.explain(model, x, t, steps=9, rule="gausslegendre", idgi=True)
-    # IDGI on the Gauss-Legendre points: complete from the first node (a_0 > 0) to the input
-    first = fastattr.explain(model, x * float(rule_points("gausslegendre", 9)[0][0]), t, method="vanilla").scores
-    torch.testing.assert_close(idgi.attributions.flatten(1).sum(1), idgi.scores - first, rtol=0, atol=1e-5)
+    # IDGI on the Gauss-Legendre points: complete from the baseline (the segment before the first
+    # node, a_0 > 0, goes with its gradient) to the input
+    start = fastattr.explain(model, torch.zeros_like(x), t, method="vanilla").scores
+    torch.testing.assert_close(idgi.attributions.flatten(1).sum(1), idgi.scores - start, rtol=0, atol=1e-5)
 
 
 # -- exceptions: captum and fastattr.captum on the same bad inputs --------------------------------
@@ -349,10 +350,10 @@ BAD = [  # (name, parameter named in fastattr's message or None, call(lib))
 ]
 
 
-@pytest.mark.parametrize("name,param,call", BAD, ids=[b[0] for b in BAD])
-def test_bad_inputs_raise_captum_exception_types(name, param, call):
+def assert_captum_exception_type(call, captum_lib, param):
+    """call(captum_lib) and call(fastattr.captum) both raise; ours is captum's type (and names param)."""
     with pytest.raises(Exception) as ref:
-        call(_CaptumLib)
+        call(captum_lib)
     with pytest.raises(Exception) as ours:
         call(fc)
     # ours is captum's type (or a subclass also deriving from ValueError/TypeError): every
@@ -361,6 +362,11 @@ def test_bad_inputs_raise_captum_exception_types(name, param, call):
     if param is not None:
         assert str(ours.value).startswith(param + ":"), str(ours.value)
         assert isinstance(ours.value, (ValueError, TypeError))
+
+
+@pytest.mark.parametrize("name,param,call", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs_raise_captum_exception_types(name, param, call):
+    assert_captum_exception_type(call, _CaptumLib, param)
 
 
 # -- the adapter: module discovery, channels-last, frozen parameters -------------------------------
@@ -542,3 +548,163 @@ def test_effnet_softmax_lambda_equals_captum(effnet, photos):
     ours, delta = fc.IntegratedGradients(fwd).attribute(x, **kw)
     assert_maps_close(ours, ref, 1e-4)
     assert_delta_close(delta, ref_delta, ref, fwd, x, None, 1e-4)
+
+
+# -- issue 21: rank-1 inputs, integer and bool inputs, captum's wrappers around ours, IDGI ends -----
+def _tanh_scalar_model(dtype=torch.float32):
+    """(N,) -> (N, 3): one scalar feature per example (captum's basic configurations)."""
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 3)).eval().to(dtype)
+    return lambda x: lin(x[:, None])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("method", METHODS)
+def test_rank1_inputs_ig_equals_captum(method, dtype):
+    """Issue 21: x = torch.rand(4) (N examples of one scalar) was an IndexError from check_map_finite."""
+    fwd = _tanh_scalar_model(dtype)
+    x = _rand(5, seed=70).to(dtype)
+    kw = dict(target=1, n_steps=6, method=method, baselines=0.2)
+    ref, ref_delta = CaptumIG(fwd).attribute(x, return_convergence_delta=True, **kw)
+    ours, delta = fc.IntegratedGradients(fwd).attribute(x, return_convergence_delta=True, **kw)
+    assert ours.shape == (5,)
+    assert_maps_close(ours, ref, REL[dtype])
+    assert_delta_close(delta, ref_delta, ref, fwd, x, None, REL[dtype])
+
+
+@pytest.mark.parametrize("abs_", [True, False])
+def test_rank1_inputs_saliency_leaves_grad_and_requires_grad_alone(abs_):
+    """captum's own Saliency test: x = tensor([1, 2, 3, 0, -1, 7], requires_grad=True) with a .grad set;
+    the map is captum's and x.grad / x.requires_grad are exactly as they were."""
+    model = bm.BasicModel()
+    for requires_grad in (True, False):
+        x = torch.tensor([1.0, 2.0, 3.0, 0.0, -1.0, 7.0], requires_grad=requires_grad)
+        if requires_grad:
+            x.grad = torch.randn_like(x)
+        before = None if x.grad is None else x.grad.clone()
+        ours = fc.Saliency(model).attribute(x, abs=abs_)
+        assert x.requires_grad == requires_grad and x.is_leaf
+        assert (x.grad is None) if before is None else torch.equal(x.grad, before)
+        assert ours.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # captum's hand-computed gradients (abs or not)
+        assert not ours.requires_grad
+        ig = fc.IntegratedGradients(model).attribute(x, n_steps=5)
+        assert ig.shape == (6,) and ((x.grad is None) if before is None else torch.equal(x.grad, before))
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "vargrad"])
+def test_rank1_inputs_noise_tunnel_equals_captum(nt_type):
+    fwd = _tanh_scalar_model(torch.float64)
+    x = _rand(4, seed=71).double()
+    kw = dict(nt_type=nt_type, nt_samples=5, nt_samples_batch_size=2, stdevs=0.3, target=2)
+    ref = _run_nt(_CaptumLib, fwd, x, "ig", dict(kw, n_steps=5), seed=2)
+    ours = _run_nt(fc, fwd, x, "ig", dict(kw, n_steps=5), seed=2)
+    assert_maps_close(ours, ref, 1e-9)
+    assert_maps_close(_run_nt(fc, fwd, x, "saliency", kw, seed=2), _run_nt(_CaptumLib, fwd, x, "saliency", kw, seed=2),
+                      1e-9)
+
+
+def _count_model():
+    """A model of integer counts (it casts them), as users write one for count data."""
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    return lambda z: lin(z.float())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("baselines", [None, 1, "int_tensor"])
+def test_integer_inputs_ig_equals_captum_and_is_complete(method, baselines):
+    """Issue 21: torch.tensor([[3, 1, 2, 5]]) gave a map summing to -0.72 where f(x) - f(0) = -0.62:
+    the path points were truncated to integers. captum computes them in floating point."""
+    fwd = _count_model()
+    x = torch.tensor([[3, 1, 2, 5], [0, 4, 1, 2]])
+    b = torch.tensor([[1, 0, 0, 1]]) if baselines == "int_tensor" else baselines
+    kw = dict(target=1, n_steps=40, method=method, baselines=b)
+    ref, ref_delta = CaptumIG(fwd).attribute(x, return_convergence_delta=True, **kw)
+    ours, delta = fc.IntegratedGradients(fwd).attribute(x, return_convergence_delta=True, **kw)
+    assert ours.dtype == ref.dtype == torch.float32
+    assert_maps_close(ours, ref, 1e-5)
+    assert_delta_close(delta, ref_delta, ref, fwd, x, None, 1e-5)
+    assert delta.abs().max() < 0.02  # completeness up to the rule's error at 40 steps (the bug: 0.1)
+    complete = fc.IntegratedGradients(fwd).attribute(x, return_convergence_delta=True, idgi=True, **kw)[1]
+    assert complete.abs().max() < 1e-6
+
+
+def test_integer_inputs_forward_func_sees_captums_points_bit_for_bit():
+    seen = []
+    lin = _count_model()
+
+    def fwd(z):
+        seen.append(z.detach().clone())
+        return lin(z)
+
+    x = torch.tensor([[3, 1, 2, 5], [0, 4, 1, 2]])
+    CaptumIG(fwd).attribute(x, target=0, n_steps=5)
+    ref = torch.cat(seen)
+    seen.clear()
+    fc.IntegratedGradients(fwd).attribute(x, target=0, n_steps=5)
+    ours = torch.cat(seen)
+    assert ours.dtype == ref.dtype == torch.float32
+    assert torch.equal(ours, ref.reshape(5, 2, 4).transpose(0, 1).reshape(10, 4))
+
+
+def test_bool_and_integer_inputs_in_every_class():
+    """Bool inputs (captum's IG cannot subtract them) are explained as 0/1; integer and bool inputs
+    of Saliency / InputXGradient are differentiated at their float values (captum: RuntimeError);
+    NoiseTunnel's noisy copies are float, as in captum."""
+    fwd = _count_model()
+    xb = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    xf = xb.float()
+    ig_b, d_b = fc.IntegratedGradients(fwd).attribute(xb, target=1, n_steps=20, return_convergence_delta=True)
+    assert_maps_close(ig_b, CaptumIG(fwd).attribute(xf, target=1, n_steps=20), 1e-6)
+    assert d_b.abs().max() < 1e-3
+    for x in (xb, xb.long()):
+        assert_maps_close(fc.Saliency(fwd).attribute(x, target=1), CaptumSaliency(fwd).attribute(xf, target=1), 1e-6)
+    kw = dict(target=1, nt_samples=4, stdevs=0.5)
+    torch.manual_seed(5)
+    ref = CaptumNT(CaptumSaliency(fwd)).attribute(xb, **kw)
+    torch.manual_seed(5)
+    assert_maps_close(fc.NoiseTunnel(fc.Saliency(fwd)).attribute(xb, **kw), ref, 1e-6)
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("inner,name,extra", [
+    ("ig", "softmax_mlp", dict(nt_samples=5, nt_samples_batch_size=2, stdevs=0.5, n_steps=6)),
+    ("ig", "model2_two_inputs", dict(nt_samples=4, stdevs=(0.3, 0.6), n_steps=5, method="riemann_middle",
+                                     return_convergence_delta=True)),
+    ("saliency", "convnet_batched", dict(nt_samples=6, nt_samples_batch_size=4, stdevs=0.3)),
+    ("saliency", "lambda_softmax_closure", dict(nt_samples=3, stdevs=2.0, abs=False)),
+    ("saliency", "multilayer_extra_args", dict(nt_samples=3, stdevs=0.2)),  # additional_forward_args
+])
+def test_captums_noise_tunnel_around_ours_equals_our_noise_tunnel(inner, name, extra, nt_type):
+    """Issue 21: captum's NoiseTunnel calls attribute.__wrapped__ (AttributeError: 'function' object has
+    no attribute '__wrapped__'). It works now and gives fastattr.captum's NoiseTunnel's maps."""
+    fwd, x, kw = case(name, torch.float64)
+    if inner == "saliency":
+        kw = {k: kw[k] for k in ("target", "additional_forward_args") if k in kw}
+    kw = dict(kw, nt_type=nt_type, **extra)
+    kw.pop("internal_batch_size", None)
+    algo = (fc.IntegratedGradients if inner == "ig" else fc.Saliency)(fwd)
+    torch.manual_seed(8)
+    theirs = CaptumNT(algo).attribute(x, **kw)
+    ours = _run_nt(fc, fwd, x, inner, kw, seed=8)
+    if kw.get("return_convergence_delta"):
+        (theirs, theirs_delta), (ours, delta) = theirs, ours
+        torch.testing.assert_close(delta, theirs_delta, rtol=0, atol=1e-9)
+    if nt_type == "vargrad" and name == "multilayer_extra_args":  # piecewise linear: every copy's gradient is equal
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    else:
+        assert_maps_close(ours, theirs, 1e-9)
+    assert fc.IntegratedGradients.attribute.__wrapped__.__name__ == "attribute"
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", ["softmax_mlp", "linear_two_inputs_scalar_out", "tanh_convnet", "model2_two_inputs"])
+def test_idgi_extra_is_complete_for_every_rule(name, method):
+    """Issue 21: idgi=True missed f(x) - f(b) by the segment before the first point for riemann_right,
+    riemann_middle and gausslegendre. captum's convergence delta now vanishes for every rule."""
+    fwd, x, kw = case(name, torch.float64)
+    attrs, delta = fc.IntegratedGradients(fwd).attribute(x, n_steps=8, method=method, idgi=True,
+                                                         return_convergence_delta=True, internal_batch_size=5, **kw)
+    scale = max(a.abs().flatten(1).sum(1).max().item() for a in _tuple(attrs))
+    assert scale > 0
+    assert delta.abs().max().item() <= 1e-9 * max(scale, 1.0)

@@ -6,6 +6,7 @@ from torch import nn
 
 import fastattr
 import fastattr.engine as engine_mod
+import fastattr.forward as forward_mod
 from fastattr.engine import Engine
 from conftest import make_small_cnn
 
@@ -129,18 +130,18 @@ def test_compile_equals_eager_and_sees_one_shape(small_images, monkeypatch):
     x = small_images[:2]
     eager = fastattr.explain(model, x, steps=3, batch_size=4)
     shapes = []
-    real = engine_mod._compiled
+    real = forward_mod._compiled
 
     def recording():
         fn = real()
 
-        def call(m, inp):
+        def call(m, inp, **kwargs):
             shapes.append(tuple(inp.shape))
-            return fn(m, inp)
+            return fn(m, inp, **kwargs)
 
         return call
 
-    monkeypatch.setattr(engine_mod, "_compiled", recording)
+    monkeypatch.setattr(forward_mod, "_compiled", recording)
     compiled = fastattr.explain(model, x, steps=3, batch_size=4, compile=True)
     # 2 images x 3 steps = 6 points -> chunks of 4 and 2; the 2 are padded to 4, as is the
     # 2-image target forward: the compiled model sees one batch shape only.

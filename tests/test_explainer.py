@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fastattr
-import fastattr.engine as engine_mod
+import fastattr.forward as forward_mod
 from fastattr.explainer import CudaGraphEngine
 
 
@@ -70,8 +70,8 @@ def test_compiled_graph_is_reused(small_cnn, small_images, monkeypatch):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
-    monkeypatch.setattr(engine_mod, "_compiled_call",
-                        torch.compile(engine_mod._call_model, dynamic=False, backend="eager"))
+    monkeypatch.setattr(forward_mod, "_compiled_call",
+                        torch.compile(forward_mod._call_model, dynamic=False, backend="eager"))
     explainer = fastattr.Explainer(small_cnn, idgi=True, steps=6, batch_size=4, compile=True)
     first = explainer(small_images)
     graphs = counters["stats"]["unique_graphs"]

@@ -48,7 +48,10 @@ def f_and_grad(model, x, target, output):
 
 
 def oracle_maps(model, x, targets, alphas, output, baseline=None, zero_safe=False):
-    """Oracle IDGI maps (N, C, H, W) on points b + a (x - b), a in alphas (then a = 1 appended)."""
+    """Oracle IDGI maps (N, C, H, W) on points b + a (x - b), a in alphas (then a = 1 appended).
+    When alphas[0] > 0 the segment [b, p_0] goes with p_0's gradient (SPEC.md, IDGI's end segments):
+    f(b) is put before the predictions and g(p_0) repeated, so the authors' function gives g_0 the
+    change f(p_1) - f(b)."""
     b = torch.zeros_like(x) if baseline is None else baseline
     maps = []
     for xi, bi, t in zip(x, b, targets.tolist()):
@@ -57,6 +60,9 @@ def oracle_maps(model, x, targets, alphas, output, baseline=None, zero_safe=Fals
             y, g = f_and_grad(model, bi + a * (xi - bi), t, output)
             grads.append(g)
             preds.append(y)
+        if alphas[0] > 0:
+            grads.insert(0, grads[0])
+            preds.insert(0, f_and_grad(model, bi, t, output)[0])
         maps.append(idgi_oracle(grads, preds, zero_safe))
     return torch.from_numpy(np.stack(maps))
 
@@ -77,14 +83,58 @@ def test_idgi_equals_authors_function(small_cnn, small_images, output, steps, ba
     assert_close_to_max(ours, oracle_maps(small_cnn, small_images, TARGETS, alphas, output))
 
 
-@pytest.mark.parametrize("rule", ["right", "middle", "trapezoid", "pair"])
+@pytest.mark.parametrize("rule", ["right", "middle", "trapezoid", "pair", "gausslegendre"])
 def test_idgi_with_other_rules_uses_their_points_below_one(small_cnn, small_images, rule):
-    """IDGI takes a rule's points with a < 1 as p_0..p_{m-1}; p_m is the input."""
+    """IDGI takes a rule's points with a < 1 as p_0..p_{m-1}; p_m is the input; a rule whose first
+    point lies past the baseline gives the segment [b, p_0] to p_0's gradient (issue 21: right,
+    middle and gausslegendre missed f(p_0) - f(b))."""
     alphas, _ = rule_points(rule, 6)
     alphas = alphas[alphas < 1].tolist()
     e = fastattr.explain(small_cnn, small_images, TARGETS, steps=6, rule=rule, idgi=True, batch_size=5)
     assert e.grad_evals == len(alphas) * small_images.shape[0]
     assert_close_to_max(e.attributions, oracle_maps(small_cnn, small_images, TARGETS, alphas, "probability"))
+
+
+@pytest.mark.parametrize("output", ["probability", "logit"])
+@pytest.mark.parametrize("rule", ["left", "right", "middle", "trapezoid", "pair", "gausslegendre"])
+def test_idgi_complete_from_the_baseline_for_every_rule(rule, output):
+    """Issue 21: on a small MLP right / middle / gausslegendre missed f(x) - f(b) by 0.03 / 0.014 /
+    0.006 (the segment before their first point). Now sum(A) = f(x) - f(b) for every rule, and
+    baseline_scores is f(b)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).eval()
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    b = 0.1 * torch.randn(1, 6, generator=torch.Generator().manual_seed(2))
+    e = fastattr.explain(model, x, 1, baseline=b, steps=8, rule=rule, idgi=True, output=output, batch_size=5)
+    with torch.no_grad():
+        s = model(torch.cat([x, b]))
+        s = s.softmax(-1) if output == "probability" else s
+    fx, fb = s[:5, 1].double(), s[5, 1].double()
+    assert (fx - fb).abs().min() > 1e-2
+    torch.testing.assert_close(e.attributions.double().sum(1), fx - fb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(e.baseline_scores.double(), fb.expand(5), rtol=0, atol=1e-6)
+    assert e.delta.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["cpu-fast-path", "sync-free-rule"])
+@pytest.mark.parametrize("rule", ["middle", "gausslegendre"])
+def test_idgi_start_segment_goes_to_the_first_nonzero_step(rule, general, monkeypatch):
+    """The segment [b, p_0] of a rule with a_0 > 0 behaves as a zero-gradient step before p_0: when the
+    first steps have all-zero gradients, the change up to them goes to the first non-zero step."""
+    if general:
+        init = IdgiSum.__init__
+        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+    x, steps = step_inputs()[:2], 16
+    b = torch.full_like(x, 0.099)  # round(5 mean) jumps by 0.2 inside [b, p_0], where g = 0
+    alphas = rule_points(rule, steps)[0].tolist()
+    model = StepNet().eval()
+    with torch.no_grad():
+        p0 = b + alphas[0] * (x - b)
+        assert (model(p0)[:, 0] - model(b)[:, 0]).abs().min() > 0.19
+    e = fastattr.explain(model, x, 0, baseline=b, steps=steps, rule=rule, idgi=True, output="logit", batch_size=5)
+    want = oracle_maps(model, x, torch.zeros(2, dtype=torch.long), alphas, "logit", baseline=b, zero_safe=True)
+    assert_close_to_max(e.attributions, want, 1e-6)
+    assert e.delta.abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("steps,batch_size", [(1, 1), (1, 3), (2, 3), (2, 8), (7, 3), (7, 8), (32, 5),

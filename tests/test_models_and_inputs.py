@@ -257,6 +257,50 @@ def test_non_image_inputs_equal_captum_idgi_complete_blur_refused(name):
         fastattr.attribute(model, x, target, method="blur_ig", steps=2)
 
 
+class ScalarModel(nn.Module):
+    """(N,) -> (N, 3): N examples of one scalar feature; asserts it is called with rank-1 inputs."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.fc1, self.fc2 = nn.Linear(1, 8), nn.Linear(8, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, x):
+        assert x.dim() == 1, f"called with {tuple(x.shape)}"
+        return self.fc2(torch.relu(self.fc1(x[:, None])))
+
+
+def test_rank1_inputs_are_examples_of_one_scalar():
+    """Issue 21: fastattr.attribute refused x = torch.rand(N) (rank 1). The model is called with (B,)
+    points; IG equals captum's; IDGI is complete for every rule; vanilla, guided_ig, neflag, smoothgrad,
+    the Explainer and the guided backward keep the (N,) shape; Blur IG refuses naming inputs."""
+    model = ScalarModel().eval()
+    x = torch.linspace(-2.0, 3.0, 7)
+    target = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    ours = fastattr.attribute(model, x, target, steps=8, output="logit", batch_size=5)
+    assert ours.shape == (7,)
+    assert max_rel_err(ours, captum_ig(model, x, target, 8)) <= 1e-5
+    for rule in ("left", "right", "middle", "gausslegendre"):
+        e = fastattr.explain(model, x, target, steps=8, rule=rule, idgi=True, batch_size=5)
+        assert e.attributions.shape == (7,) and e.delta.abs().max() < 1e-6
+    for method, opts in (("guided_ig", dict(steps=5)), ("neflag", dict(n=2, m=2)), ("vanilla", {}),
+                         ("ig", dict(backward="guided", steps=4))):
+        e = fastattr.explain(model, x, target, method=method, **opts)
+        assert e.attributions.shape == (7,) and torch.isfinite(e.attributions).all()
+    g = fastattr.attribute(model, x, target, method="vanilla", output="logit")
+    xr = x.clone().requires_grad_(True)
+    model(xr).gather(1, target[:, None]).sum().backward()
+    torch.testing.assert_close(g, xr.grad)
+    sg = fastattr.smoothgrad(model, x, target, nsamples=3, method="ig", steps=4)
+    assert sg.attributions.shape == (7,)
+    assert fastattr.Explainer(model, steps=4)(x, target).attributions.shape == (7,)
+    with pytest.raises(ValueError, match=r"^inputs: method 'blur_ig' .*\(N, C, H, W\).*\(7,\)"):
+        fastattr.attribute(model, x, target, method="blur_ig", steps=2)
+
+
 def test_explainer_takes_sequences_and_single_images(small_cnn, small_images):
     """A 3-D input to an Explainer of a 2-d conv model is one image; for others it is a batch."""
     seq = zoo.make("tokens")

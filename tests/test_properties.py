@@ -134,7 +134,7 @@ def test_maps_are_finite_complete_and_the_model_is_unchanged(call):
 NAN = float("nan")
 # (parameter, bad value, extra keyword arguments that make the call otherwise valid)
 BAD = [
-    ("inputs", "1-d", {}), ("inputs", "int", {}), ("inputs", "empty", {}), ("inputs", "nan", {}),
+    ("inputs", "0-d", {}), ("inputs", "int", {}), ("inputs", "empty", {}), ("inputs", "nan", {}),
     ("inputs", "list", {}), ("inputs", "blur-1d", {"method": "blur_ig"}),
     ("steps", 0, {}), ("steps", -2, {}), ("steps", 2.5, {}), ("steps", "3", {}), ("steps", True, {}),
     ("steps", 10**12, {}), ("batch_size", 0, {}), ("batch_size", 1.5, {}),
@@ -162,7 +162,7 @@ def test_every_rejected_input_names_its_parameter(bad, drawn, n):
         kw["output"] = "logit"  # softmax of one score is refused (tested as the "output" case)
     target = None
     if name == "inputs":
-        x = {"1-d": torch.rand(5), "int": x.long(), "empty": x[:0], "nan": x.clone().fill_(NAN),
+        x = {"0-d": torch.tensor(0.5), "int": x.long(), "empty": x[:0], "nan": x.clone().fill_(NAN),
              "list": x.tolist(), "blur-1d": torch.rand(n, 5)}[value]
     elif name == "target":
         target = {"k": k, "long": [0] * (n + 1)}.get(value, value) if isinstance(value, str) else value

@@ -35,8 +35,12 @@ def check_reachable(name: str, model: nn.Module) -> None:
         raise ValueError(f"backward: {name!r} {why}")
 
 
-def backward_context(name: str, model: nn.Module) -> ContextManager:
-    """The context manager of backward mode `name` for `model` (checked by check_reachable)."""
+def backward_context(name, model: nn.Module) -> ContextManager:
+    """The context manager of backward mode `name` for `model` (or of a factory model -> context
+    manager passed in place of a name, for modes that are not offered by name: it checks the model
+    itself); a named mode is checked by check_reachable."""
+    if callable(name):
+        return name(model)
     if name not in BACKWARDS:
         raise ValueError(f"backward: unknown backward mode {name!r}; choose from {sorted(BACKWARDS)}")
     check_reachable(name, model)

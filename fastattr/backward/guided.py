@@ -187,7 +187,12 @@ def _guided_pool(func, args, kwargs):
 
 class GuidedMode(TorchFunctionMode):
     """While active, the listed activations and max-pool take the guided backward (when their
-    input requires grad under grad mode); every other call runs unchanged."""
+    input requires grad under grad mode); every other call runs unchanged. pool=False leaves
+    max-pool's ordinary backward (guided backpropagation as captum's GuidedBackprop defines it)."""
+
+    def __init__(self, pool: bool = True):
+        super().__init__()
+        self.pool = pool
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -198,7 +203,7 @@ class GuidedMode(TorchFunctionMode):
                 if parse is not None:
                     act, a, b, c, inplace = parse(args, kwargs)
                     return GuidedActivation.apply(x, act, float(a), float(b), float(c), inplace)
-                if func in _POOL_RETURNS_INDICES:
+                if self.pool and func in _POOL_RETURNS_INDICES:
                     return _guided_pool(func, args, kwargs)
         return func(*args, **kwargs)
 
@@ -219,6 +224,16 @@ def unreachable(model: torch.nn.Module) -> str | None:
                 "and would silently give the standard gradient; save the model with torch.export instead: "
                 f"{EXPORT_RECIPE}")
     return None
+
+
+def guided_activations(model: torch.nn.Module) -> GuidedMode:
+    """The guided rule at activations only, max-pool's backward unchanged: captum's GuidedBackprop
+    on ReLU models (fastattr.captum.GuidedBackprop; not offered as a backward= name). A model it
+    cannot reach (TorchScript) is a ValueError naming `model`."""
+    why = unreachable(model)
+    if why is not None:
+        raise ValueError(f"model: GuidedBackprop {why}")
+    return GuidedMode(pool=False)
 
 
 register_backward("guided", guided, unreachable)

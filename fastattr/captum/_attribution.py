@@ -2,14 +2,29 @@
 engine for a call, and captum's convergence delta."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from fastattr import validation as v
 from fastattr.backward import BACKWARDS
+from fastattr.backward.guided import guided_activations
 from fastattr.captum._core import make_engine
 from fastattr.captum._forward import CallableModel, InputLayout
-from fastattr.captum._inputs import (CaptumValueError, Target, expand_args, format_additional_args,
+from fastattr.captum._inputs import (CaptumTypeError, CaptumValueError, Target, expand_args, format_additional_args,
                                      format_baselines, format_inputs, format_target)
+
+
+def captum_entry(fn):
+    """An attribute method as captum's @log_usage leaves it: `attribute.__wrapped__` is the plain
+    function, which captum's wrappers call as `method.attribute.__wrapped__(method, inputs, **kwargs)`
+    (captum's NoiseTunnel around fastattr.captum's classes, GradientShap's inner NoiseTunnel)."""
+
+    @functools.wraps(fn)
+    def attribute(self, *args, **kwargs):
+        return fn(self, *args, **kwargs)
+
+    return attribute
 
 
 class GradientAttribution:
@@ -37,7 +52,8 @@ class GradientAttribution:
     def _prepare(self, xs, n_examples: int, target, additional_forward_args, batch_size, backward: str,
                  channels_last):
         """The adapter and engine for one call on rows xs of n_examples user examples."""
-        v.check_choice(backward, "backward", BACKWARDS)
+        if backward is not guided_activations:  # GuidedBackprop's own mode (not a backward= name)
+            v.check_choice(backward, "backward", BACKWARDS)
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(f"channels_last: expected None or a bool, got {type(channels_last).__name__}")
         model = CallableModel(self.forward_func, InputLayout(xs), format_target(target, n_examples),
@@ -54,14 +70,33 @@ class GradientAttribution:
         """captum's completeness gap per example: sum(attributions) - (F(end_point) - F(start_point)),
         forward_func called on the whole batch as captum calls it. -> (N,)"""
         ends, _ = format_inputs(end_point)
-        starts = format_baselines(start_point, ends)
         attrs = attributions if isinstance(attributions, tuple) else (attributions,)
         for a, e in zip(attrs, ends):
             if a.shape[0] != e.shape[0]:
                 raise CaptumValueError(f"attributions: {a.shape[0]} rows for {e.shape[0]} examples in end_point")
+        try:
+            starts = format_baselines(start_point, ends)
+        except (CaptumValueError, CaptumTypeError) as exc:  # the same checks, named as this method's parameter
+            raise type(exc)("start_point:" + str(exc).partition(":")[2]) from None
         n = ends[0].shape[0]
         return convergence_delta(self.forward_func, attrs, ends, starts, format_target(target, n),
                                  format_additional_args(additional_forward_args, n), torch.arange(n))
+
+
+class GlobalAttribution(GradientAttribution):
+    """captum's (forward_func, multiply_by_inputs=True) attributions with a convergence delta
+    (IntegratedGradients, GradientShap)."""
+
+    def __init__(self, forward_func, multiply_by_inputs: bool = True):
+        super().__init__(forward_func)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
 
 
 def tensorize(baselines, inputs) -> tuple[torch.Tensor, ...]:

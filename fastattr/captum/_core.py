@@ -15,7 +15,7 @@ from fastattr.captum._forward import CallableModel, InputLayout
 from fastattr.engine import Engine
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
-from fastattr.paths import IdgiSum, walk_path
+from fastattr.paths import IdgiSum, from_path_start, walk_path
 
 
 def make_engine(model: CallableModel, batch_size: int | None, backward: str) -> Engine:
@@ -52,18 +52,20 @@ def _op_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def path_points(xs, bs, ds, layout: InputLayout, alphas: torch.Tensor):
     """point(i, k) = join_j(b_j + alpha_k * (x_j - b_j)) for rows i, steps k, per input in its own
-    dtype as captum computes it. ds[j] = x_j - b_j (R, ...); alphas (steps,) float64."""
+    dtype as captum computes it (integer inputs: in the default float dtype, as `alpha * int_tensor`).
+    ds[j] = x_j - b_j (R, ...); alphas (steps,) float64."""
     a_by_dtype = {}
 
     def point(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         parts = []
         for x, b, d in zip(xs, bs, ds):
-            op = _op_dtype(d.dtype)
+            out = d.dtype if d.is_floating_point() else torch.get_default_dtype()
+            op = _op_dtype(out)
             a = a_by_dtype.get(op)
             if a is None:
                 a = a_by_dtype[op] = alphas.to(d.device, op)
             ak = a[k].view(-1, *([1] * (d.dim() - 1)))
-            scaled = (_rows(d, i).to(op) * ak).to(d.dtype)
+            scaled = (_rows(d, i).to(op) * ak).to(out)
             parts.append(_rows(b, i) + scaled)
         return layout.join(parts)
 
@@ -88,11 +90,16 @@ def integrate(model: CallableModel, engine: Engine, xs, bs, source: torch.Tensor
         steps = len(alpha_t)
         if steps == 0:
             return tuple(torch.zeros_like(x, dtype=acc_dtype) for x in xs)
+        rows, zeros = torch.arange(r, device=device), torch.zeros(r, dtype=torch.long, device=device)
         with engine.session():
             model.feed(source)
-            end = engine.value(layout.join(xs), torch.zeros(r, dtype=torch.long, device=device))
+            end = engine.value(layout.join(xs), zeros)
+            if alpha_t[0] > 0:  # f_c(b): the segment [b, p_0] goes with the first span (SPEC.md)
+                model.feed(source)
+                start = engine.value(path_points(xs, bs, ds, layout, torch.zeros(1, dtype=torch.float64))(rows, zeros),
+                                     zeros)
         acc = IdgiSum(torch.empty(r, width, dtype=acc_dtype, device=device), steps, end)
-        consume = acc
+        consume = acc if alpha_t[0] == 0 else from_path_start(acc, start)
     else:
         steps = len(alpha_t)
         acc = _Riemann(r, width, acc_dtype, device, step_sizes)
@@ -122,22 +129,31 @@ class _Riemann:
         path_accumulate_(self.acc, g.reshape(g.shape[0], -1), self.coef[k], i, False)
 
 
-def gradients(model: CallableModel, engine: Engine, xs, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """d score / d input at each row, per input in the input's dtype -> tuple of (R, ...)."""
-    r = xs[0].shape[0]
-    device = xs[0].device
-    layout = model.layout
-    width = int(torch.Size(layout.point_shape).numel())
-    grads = torch.empty(r, width, dtype=layout.dtype, device=device)
+def walk_rows(model: CallableModel, engine: Engine, source: torch.Tensor, point, consume, desc: str) -> None:
+    """One gradient per row r = 0..R-1, rows packed into the engine's chunks in order: point(i) builds
+    the points of rows i (B, *point_shape), consume(i, g) receives their gradients (B, D) in the point
+    dtype. source (R,): the user example of each row (its target and additional_forward_args)."""
 
-    def point(i, k):
+    def row_point(i, k):
         model.feed(source.index_select(0, i))
-        return layout.join([x.index_select(0, i) for x in xs])
+        return point(i)
 
     def keep(i, k, y, g):
-        grads[i] = g.reshape(g.shape[0], -1).to(grads.dtype)
+        consume(i, g.reshape(g.shape[0], -1))
 
-    walk_path(_context(engine, r, 1, device), 1, point, keep, desc="gradient")
+    walk_path(_context(engine, source.shape[0], 1, source.device), 1, row_point, keep, desc=desc)
+
+
+def gradients(model: CallableModel, engine: Engine, xs, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """d score / d input at each row, per input in the input's dtype -> tuple of (R, ...)."""
+    layout = model.layout
+    width = int(torch.Size(layout.point_shape).numel())
+    grads = torch.empty(xs[0].shape[0], width, dtype=layout.dtype, device=xs[0].device)
+
+    def keep(i, g):
+        grads[i] = g.to(grads.dtype)
+
+    walk_rows(model, engine, source, lambda i: layout.join([x.index_select(0, i) for x in xs]), keep, "gradient")
     return tuple(g.to(d) for g, d in zip(split_rows(grads, layout), layout.dtypes))
 
 

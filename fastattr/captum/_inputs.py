@@ -34,6 +34,10 @@ class CaptumRuntimeError(ValueError, RuntimeError):
     """A per-example target outside the model output (captum: RuntimeError from torch.gather)."""
 
 
+class CaptumZeroDivisionError(ValueError, ZeroDivisionError):
+    """A sample count of 0 (captum: ZeroDivisionError from its batching arithmetic)."""
+
+
 def format_inputs(inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
     """captum's _format_tensor_into_tuples: a tensor or a tuple of tensors -> (tuple, was_tuple)."""
     is_tuple = isinstance(inputs, tuple)
@@ -78,6 +82,19 @@ def format_baselines(baselines, inputs: tuple[torch.Tensor, ...], *, from_distri
             raise CaptumValueError(f"baselines: element {j} has shape {tuple(b.shape)}, expected {want} "
                                    f"for inputs of shape {tuple(x.shape)}")
     return bs
+
+
+def bools_as_floats(xs: tuple, bs: tuple) -> tuple[tuple, tuple]:
+    """Bool inputs and their baselines as 0/1 in the default float dtype (captum's `input - baseline`
+    raises for bool tensors; fastattr explains them as the numbers they stand for). Other inputs and
+    baselines unchanged (integer ones are made floating by the path arithmetic, as in captum)."""
+    if not any(x.dtype == torch.bool for x in xs):
+        return xs, bs
+    fl = torch.get_default_dtype()
+    xs2 = tuple(x.to(fl) if x.dtype == torch.bool else x for x in xs)
+    bs2 = tuple((b.to(fl) if isinstance(b, torch.Tensor) and b.dtype == torch.bool else float(b)
+                 if isinstance(b, bool) else b) if x.dtype == torch.bool else b for x, b in zip(xs, bs))
+    return xs2, bs2
 
 
 def check_steps_and_method(n_steps, method) -> None:

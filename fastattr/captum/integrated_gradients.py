@@ -9,27 +9,18 @@ import warnings
 import torch
 
 from fastattr import model_io
-from fastattr.captum._attribution import GradientAttribution, convergence_delta
+from fastattr.captum._attribution import GlobalAttribution, captum_entry, convergence_delta
 from fastattr.captum._core import integrate
-from fastattr.captum._inputs import (CaptumTypeError, approximation, check_steps_and_method, format_additional_args,
-                                     format_baselines, format_inputs, format_output, format_target)
+from fastattr.captum._inputs import (CaptumTypeError, approximation, bools_as_floats, check_steps_and_method,
+                                     format_additional_args, format_baselines, format_inputs, format_output,
+                                     format_target)
 
 
-class IntegratedGradients(GradientAttribution):
+class IntegratedGradients(GlobalAttribution):
     """IntegratedGradients(forward_func, multiply_by_inputs=True), as captum's: forward_func is any
     callable (a model, a bound method, a lambda), explained as it returns (no softmax is added)."""
 
-    def __init__(self, forward_func, multiply_by_inputs: bool = True):
-        super().__init__(forward_func)
-        self._multiply_by_inputs = multiply_by_inputs
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
+    @captum_entry
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   return_convergence_delta: bool = False, *, idgi: bool = False, backward: str = "standard",
@@ -57,7 +48,7 @@ class IntegratedGradients(GradientAttribution):
                         backward: str = "standard", channels_last=None):
         """attribute() on rows xs (R, ...) that belong to user examples source (R,) of n_examples
         (NoiseTunnel's noisy copies; baselines are the rows'). -> (maps tuple, delta (R,) or None)."""
-        bs = format_baselines(baselines, xs)
+        xs, bs = bools_as_floats(xs, format_baselines(baselines, xs))
         if not isinstance(idgi, bool):
             raise TypeError(f"idgi: expected a bool, got {type(idgi).__name__}")
         if idgi and not self._multiply_by_inputs:

@@ -1,5 +1,5 @@
 """fastattr.captum.NoiseTunnel: captum 0.9's NoiseTunnel (smoothgrad, smoothgrad_sq, vargrad) over
-fastattr.captum's IntegratedGradients and Saliency, with captum's noise draws, so the same
+fastattr.captum's IntegratedGradients, Saliency, InputXGradient and GuidedBackprop, with captum's noise draws, so the same
 torch (and, for draw_baseline_from_distrib, numpy) seed gives the same result.
 
 captum calls the wrapped method once per batch of nt_samples_batch_size noisy copies. Here the
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastattr.captum._attribution import GradientAttribution
+from fastattr.captum._attribution import GradientAttribution, captum_entry
 from fastattr.captum._inputs import (CaptumTypeError, CaptumValueError, format_baselines, format_inputs,
                                      format_output)
 
@@ -26,18 +26,20 @@ GROUP_ELEMENTS = 1 << 25
 
 class NoiseTunnel:
     """NoiseTunnel(attribution_method): smoothing over noisy copies of the inputs. A method that is
-    not fastattr.captum's is handed to captum's own NoiseTunnel (when captum is installed)."""
+    not fastattr.captum's IntegratedGradients, Saliency, InputXGradient or GuidedBackprop (captum's
+    own methods, fastattr.captum's GradientShap) is handed to captum's own NoiseTunnel, which calls
+    its attribute once per batch of copies (when captum is installed)."""
 
     def __init__(self, attribution_method):
         self.attribution_method = attribution_method
         self._captum = None
-        if not isinstance(attribution_method, GradientAttribution):
+        if not (isinstance(attribution_method, GradientAttribution) and hasattr(attribution_method, "_attribute_rows")):
             try:
                 from captum.attr import NoiseTunnel as CaptumNoiseTunnel
             except ImportError:
                 raise TypeError("attribution_method: fastattr.captum.NoiseTunnel wraps fastattr.captum's "
-                                f"IntegratedGradients or Saliency, got {type(attribution_method).__name__} "
-                                "(install captum to wrap captum's methods)") from None
+                                "IntegratedGradients, Saliency, InputXGradient or GuidedBackprop, got "
+                                f"{type(attribution_method).__name__} (install captum to wrap other methods)") from None
             self._captum = CaptumNoiseTunnel(attribution_method)
         self.is_delta_supported = attribution_method.has_convergence_delta()
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
@@ -54,6 +56,7 @@ class NoiseTunnel:
     def attribute_future(self):
         raise NotImplementedError("attribute_future is not implemented for NoiseTunnel")
 
+    @captum_entry
     def attribute(self, inputs, nt_type: str = "smoothgrad", nt_samples: int = 5,
                   nt_samples_batch_size: int | None = None, stdevs=1.0, draw_baseline_from_distrib: bool = False,
                   **kwargs):

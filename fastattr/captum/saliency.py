@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastattr import model_io
-from fastattr.captum._attribution import GradientAttribution
+from fastattr.captum._attribution import GradientAttribution, captum_entry
 from fastattr.captum._core import gradients
 from fastattr.captum._inputs import format_inputs, format_output
 
@@ -13,6 +13,7 @@ from fastattr.captum._inputs import format_inputs, format_output
 class Saliency(GradientAttribution):
     """Saliency(forward_func), as captum's: the gradient of the target score w.r.t. each input."""
 
+    @captum_entry
     def attribute(self, inputs, target=None, abs: bool = True, additional_forward_args=None, *,
                   backward: str = "standard", channels_last: bool | None = None):
         """Gradients (absolute values when abs) of inputs (a tensor (N, ...) or a tuple of them) ->

@@ -6,7 +6,7 @@ import torch
 
 from fastattr.adaptive import AdaptivePath, check_schedule, point_dots
 from fastattr.methods.base import MethodContext, MethodResult, register_method
-from fastattr.paths import IdgiSum, RiemannSum, walk_path
+from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_path
 
 RULES = ("left", "right", "middle", "trapezoid", "pair", "gausslegendre")
 
@@ -37,10 +37,19 @@ def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError(f"rule: unknown rule {rule!r}; choose from {RULES}")
 
 
+def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """Rows i of t (N, ...) in t's memory format: a channels-last t gathers as (N, H, W, C) rows
+    (a plain row copy; index_select would transpose to NCHW, and t[i] is as slow)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).index_select(0, i).permute(0, 3, 1, 2)
+    return t.index_select(0, i)
+
+
 def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float64: bool = False):
-    """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...). float64=False: captum's arithmetic
-    in the points' dtype (float32, float64 for a float64 model); True: PAIR's numpy arithmetic
-    (float64, rounded once to the points' dtype)."""
+    """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...), in x's and b's memory format
+    (Engine.in_model_format). float64=False: captum's arithmetic in the points' dtype (float32,
+    float64 for a float64 model); True: PAIR's numpy arithmetic (float64, rounded once to the
+    points' dtype)."""
     diff = x - b
     col = (-1,) + (1,) * (x.dim() - 1)  # a_k broadcast over the feature axes of any rank
     if float64:
@@ -49,7 +58,7 @@ def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float
         a64, b64, d64 = alphas.to(x.device, torch.float64), b.double(), diff.double()
 
         def point64(i, k):
-            return (b64.index_select(0, i) + a64[k].view(col) * d64.index_select(0, i)).to(x.dtype)
+            return (rows(b64, i) + a64[k].view(col) * rows(d64, i)).to(x.dtype)
 
         return point64
     a = alphas.to(x.device, x.dtype)
@@ -57,7 +66,7 @@ def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float
         return lambda i, k: torch.addcmul(b, a[k].view(col), diff)
 
     def point(i, k):
-        return torch.addcmul(b.index_select(0, i), a[k].view(col), diff.index_select(0, i))
+        return torch.addcmul(rows(b, i), a[k].view(col), rows(diff, i))
 
     return point
 
@@ -72,6 +81,8 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
         return _adaptive_ig(ctx, tol)
     alphas, weights = rule_points(ctx.rule, ctx.steps)
     engine = ctx.engine
+    # points built in the model's memory format: no copy at the model call (bench_overhead.py)
+    xm, bm = engine.in_model_format(x), engine.in_model_format(b)
     if ctx.idgi:
         # IDGI needs gradients on p_0..p_{m-1} and outputs on p_0..p_m with p_m = x; a rule's
         # point at a = 1 is the input itself, whose output (ctx.scores) needs no backward.
@@ -79,14 +90,18 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
         if len(alphas) == 0:
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
         acc = IdgiSum(x, len(alphas), ctx.scores)
-        point = straight_point(x, b, alphas, float64=ctx.rule == "pair")
-        walk_path(ctx, len(alphas), point, acc, desc="IDGI-IG")
+        consume = acc
+        if alphas[0] > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
+            images = torch.arange(x.shape[0], device=x.device)
+            consume = from_path_start(acc, engine.value(b, ctx.targets, images=images))
+        point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
+        walk_path(ctx, len(alphas), point, consume, desc="IDGI-IG")
         attributions = acc.result(x).clone()
     else:
-        acc = RiemannSum(x, weights)
-        point = straight_point(x, b, alphas, float64=ctx.rule == "pair")
+        acc = RiemannSum(x, weights, channels_last=xm is not x)
+        point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
         walk_path(ctx, len(alphas), point, acc, desc="IG")
-        attributions = (x - b) * acc.result(x)
+        attributions = ((x - b) * acc.result(x)).contiguous()
     if ctx.idgi or alphas[0] == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores
     else:

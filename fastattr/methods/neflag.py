@@ -22,6 +22,7 @@ import numbers
 
 import torch
 
+from fastattr import validation as v
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.ops.neflag_step import neflag_step_
 
@@ -41,11 +42,7 @@ def check_options(eps, n, m, norm, generator) -> tuple[float, int, int, str]:
             raise ValueError(f"{name}: must be >= 1, got {value}")
     if norm not in NORMS:
         raise ValueError(f"norm: unknown value {norm!r}; choose from {list(NORMS)}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError(f"generator: must be a CPU generator (draws are made on the CPU), got {generator.device}")
+    v.check_generator(generator)
     return float(eps), int(n), int(m), norm
 
 

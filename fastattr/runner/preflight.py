@@ -33,7 +33,7 @@ def preflight(model: nn.Module, device: torch.device, size: int, target, explain
     one black (1, 3, size, size) image with `target` (None, an int, or the largest target the run
     will ask for): its output form, number of classes and input shape; and the guided backward on
     a TorchScript model, which would silently be the standard one. Global RNG state is kept."""
-    options = {k: v for k, v in explain_options.items() if k not in ("compile", "channels_last")}
+    options = {k: v for k, v in explain_options.items() if k not in ("compile", "channels_last", "model_kwargs")}
     with torch.random.fork_rng(devices=[]), checking_arguments():
         check_reachable(options.get("backward", "standard"), model)  # guided on TorchScript: refused
         fastattr.explain(_stand_in(), torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
@@ -43,7 +43,8 @@ def preflight(model: nn.Module, device: torch.device, size: int, target, explain
                              output=options.get("output", "probability"),
                              backward=options.get("backward", "standard"),
                              channels_last=explain_options.get("channels_last"),
-                             precision=explain_options.get("precision"))
+                             precision=explain_options.get("precision"),
+                             model_kwargs=explain_options.get("model_kwargs"))
         except AssertionError as exc:
             if not str(exc).startswith("Guard failed"):
                 raise

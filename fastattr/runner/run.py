@@ -175,16 +175,20 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
         precision: str | None = None, size: int = 224, target="predicted",
         dtype: str = "float32", shard_size: int = 64, images_per_call: int = 16, workers: int | None = None,
         threads: int | None = None, device: str | None = None, progress: bool = True,
-        method_options: dict | None = None) -> RunSummary:
+        method_options: dict | None = None, model_kwargs: dict | None = None) -> RunSummary:
     """Attribution maps for every image under `input`, written to `out` as shards + manifest.jsonl.
     Resumable (re-run the same call), and distributed when started by torchrun. model: 'default',
     a file (torch.export .pt2, TorchScript, or with trust_pickle=True a torch.save'd module) or an
-    nn.Module. Every option, the model and the input are checked before anything is written
+    nn.Module. model_kwargs: further model inputs every image shares (recorded in run.json by their
+    sha256). Every option, the model and the input are checked before anything is written
     (UserError); the folder is locked against a second concurrent run (FolderBusy)."""
+    from fastattr.forward import shared_fingerprint
     from fastattr.models import class_name
 
     o = _check_options(method, idgi, steps, rule, backward, output, batch_size, size, dtype, shard_size,
                        images_per_call, threads, workers, method_options)
+    with checking_arguments():
+        kwargs_id = {"model_kwargs_sha256": shared_fingerprint(model_kwargs)} if model_kwargs else {}
     steps, batch_size, size, shard_size = o["steps"], o["batch_size"], o["size"], o["shard_size"]
     images = discover(input)
     target = check_target(target, images.labels is not None)
@@ -198,6 +202,8 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
         explain_options = dict(method=method, idgi=idgi, steps=steps, rule=rule, backward=backward,
                                output=output, batch_size=batch_size, compile=compile,
                                channels_last=channels_last, precision=precision, **o["method_options"])
+        if model_kwargs:
+            explain_options["model_kwargs"] = model_kwargs
         net, model_id = load_checked(model, trust_pickle=trust_pickle, device=d.device, size=size,
                                      target=max(images.labels) if target == "label" else
                                      None if target == "predicted" else target, explain_options=explain_options)
@@ -215,7 +221,7 @@ def run(input, out, *, model="default", trust_pickle: bool = False, method: str 
                   "channels_last": bool(channels_last),
                   "precision": precision or "fp32",  # None and "fp32" are the same run
                   "size": size, "target": target, "dtype": dtype, "shard_size": shard_size,
-                  "images_per_call": o["images_per_call"], "method_options": o["method_options"]}
+                  "images_per_call": o["images_per_call"], "method_options": o["method_options"], **kwargs_id}
         with contextlib.ExitStack() as held:
             mine, groups, owner, repaired = claim_shards(held, out, config, n, shard_size, o["images_per_call"], d,
                                                          images, "run")

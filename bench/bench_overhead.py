@@ -1,0 +1,171 @@
+"""Per-step library overhead of fastattr IG and IDGI-IG on a one-conv model (32x32, 256 steps),
+over the model-only floor: in time (interleaved medians) and in a load-insensitive count.
+
+    python bench/bench_overhead.py [--repeats 40] [--steps 256] [--threads 2] [--cpu-time]
+    python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
+    python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
+
+Time: floor, IG and IDGI-IG run round-robin in one process (harness.interleaved); the overhead
+is (median - floor median) / steps in microseconds per step, as bench/bench_ig.py's tiny row
+(which adds captum and PAIR). Under load the medians drift by microseconds per step; --cpu-time
+runs one thread and times its CPU time, which other processes disturb less (caches and shared
+cores still do). Load-insensitive:
+
+Count (--count): each candidate runs in a fresh single-threaded process under
+`valgrind --tool=callgrind`, instrumentation switched on (callgrind_control) only for `calls`
+attributions after the imports and two warm-up calls; the instructions divided by `calls` are
+one call's, and (candidate - floor) / steps the overhead per step. Instruction
+counts do not depend on the machine's load (they do not see cache misses either: a permuting
+copy costs more time than its instructions suggest).
+
+Calls profile (--calls-profile): cProfile's count of Python function calls (and of torch ops
+called from Python) in one attribution, after warm-up: the per-chunk Python work, exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import floor_fn, interleaved, report, tiny_model  # noqa: E402
+
+import fastattr  # noqa: E402
+from fastattr.engine import default_batch_size  # noqa: E402
+
+CANDIDATES = ("floor", "fastattr IG", "fastattr IDGI-IG")
+
+
+def candidates(steps: int) -> dict:
+    """The tiny model's floor, IG and IDGI-IG at the engine's chunk size for 32x32 inputs."""
+    model = tiny_model()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = image[None]
+    batch = default_batch_size(torch.device("cpu"), image.numel())
+    return {
+        "floor": floor_fn(model, image, steps, batch),
+        "fastattr IG": lambda: fastattr.attribute(model, x, 3, steps=steps, batch_size=batch),
+        "fastattr IDGI-IG": lambda: fastattr.attribute(model, x, 3, steps=steps, idgi=True, batch_size=batch),
+    }
+
+
+def child(name: str, calls: int, steps: int) -> None:
+    """Under callgrind: warm up `name` (two calls), say "ready" and wait; run it `calls` times, say
+    "done" and wait (the parent reads the instruction counter at both waits)."""
+    torch.set_num_threads(1)
+    fn = candidates(steps)[name]
+    fn(), fn()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for _ in range(calls):
+        fn()
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+def callgrind_instructions(name: str, calls: int, steps: int) -> float:
+    """Instructions of one call of `name`: a single-threaded child under callgrind with
+    instrumentation off during imports and warm-up (so they run several times faster), switched
+    on (callgrind_control) for `calls` calls, then dumped."""
+    import glob
+    import tempfile
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/cg.out",
+             sys.executable, os.path.abspath(__file__), "--child", name, "--calls", str(calls), "--steps",
+             str(steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env)
+        try:
+            for expect, action in (("ready", ["-i", "on"]), ("done", ["-d"])):
+                line = proc.stdout.readline().strip()
+                if line != expect:
+                    raise RuntimeError(f"callgrind child said {line!r}, expected {expect!r}")
+                subprocess.run(["callgrind_control", *action, str(proc.pid)], check=True, capture_output=True)
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        # the dump taken at "done" holds exactly the instrumented calls (the other file: the exit)
+        for path in glob.glob(f"{tmp}/cg.out*"):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            if "desc: Trigger: dump" in lines:
+                totals = [int(line.split()[1]) for line in lines if line.startswith("summary:")]
+                break
+        else:
+            raise RuntimeError("callgrind wrote no dump")
+    return totals[0] / calls
+
+
+def count(calls: int, steps: int) -> None:
+    per_call = {}
+    for name in CANDIDATES:
+        per_call[name] = callgrind_instructions(name, calls, steps)
+        print(f"{name}: {per_call[name] / 1e6:.2f} M instructions per call", flush=True)
+    floor = per_call["floor"]
+    print("\ninstructions per step over the floor: " + ", ".join(
+        f"{k}: {(v - floor) / steps / 1e3:.1f} k" for k, v in per_call.items() if k != "floor")
+        + f" (floor: {floor / steps / 1e3:.1f} k per step)")
+
+
+def calls_profile(steps: int) -> None:
+    import cProfile
+    import pstats
+
+    torch.set_num_threads(1)
+    for name, fn in candidates(steps).items():
+        fn(), fn()
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        prof.disable()
+        st = pstats.Stats(prof)
+        torch_ops = sum(c[1] for f, c in st.stats.items() if f[0] == "~" and
+                        ("torch" in f[2] or "Tensor" in f[2] or "fastattr" in f[2]))
+        print(f"{name}: {st.total_calls} Python-visible calls per attribution, {torch_ops} of them torch "
+              f"built-ins/methods")
+
+
+def timing(repeats: int, steps: int, threads: int, cpu: bool) -> None:
+    torch.set_num_threads(1 if cpu else threads)
+    t = interleaved(candidates(steps), repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter)
+    how = "1 thread, CPU time of the thread" if cpu else f"{threads} threads, wall time"
+    print(report(t, title=f"tiny model 32x32, {steps} steps, {how}, {repeats} rounds"))
+    med = {k: statistics.median(v) for k, v in t.items()}
+    print("\nper-step overhead over the floor (us/step): " + ", ".join(
+        f"{k}: {(v - med['floor']) / steps * 1e6:.2f}" for k, v in med.items() if k != "floor"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, timed by its CPU time (time.thread_time): less sensitive to other load")
+    ap.add_argument("--count", action="store_true", help="callgrind instruction counts (valgrind)")
+    ap.add_argument("--calls", type=int, default=4, help="--count: attributions counted per process")
+    ap.add_argument("--calls-profile", action="store_true", help="cProfile call counts per attribution")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.calls, args.steps)
+    elif args.count:
+        count(args.calls, args.steps)
+    elif args.calls_profile:
+        calls_profile(args.steps)
+    else:
+        timing(args.repeats, args.steps, args.threads, args.cpu_time)
+
+
+if __name__ == "__main__":
+    main()
