@@ -23,8 +23,9 @@
 3. precision="bf16" for the float32 model: time per evaluation against float32, distance of
    the maps to the float32 maps, insertion AUC, over the set.
 4. Memory: peak resident memory of adaptive IG with tol=0.1 on one 64 px image at steps = 1000,
-   10000, 100000 (and without tol at 64 and 256), each in its own process (its growth over the
-   process's peak after a warm-up call): it follows the evaluations spent, not steps.
+   10000, 100000 (and without tol at 64 and 256, and uniform at 64 and 256: the chunks'
+   activations), each in its own process (its growth over the process's peak after a warm-up
+   call): it follows the evaluations spent, not steps.
 
 References are cached in --cache (default /tmp/fastattr_bench_adaptive_v2; the v1 cache holds
 references of the schedule before issue 23) so reruns skip them.
@@ -32,6 +33,7 @@ references of the schedule before issue 23) so reruns skip them.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -225,7 +227,7 @@ def precision(model, x, t, args) -> None:
               f"bf16 {i16.mean():.4f} (per image min difference {np.min(i16 - i32):+.4f})")
 
 
-def memory_child(steps: int, tol: float | None) -> None:
+def memory_child(steps: int, tol: float | str | None) -> None:
     """(In its own process) adaptive IG on one 64 px image of the set: prints evaluations spent
     and the growth of the process's peak resident memory over a warm-up call's."""
     import json
@@ -240,7 +242,11 @@ def memory_child(steps: int, tol: float | None) -> None:
     x = F.interpolate(ev.images[:1], size=64, mode="bilinear", antialias=True)
     fastattr.explain(model, x, ev.labels[:1], method="ig", steps=8, schedule="adaptive")  # warm-up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
-    e = fastattr.explain(model, x, ev.labels[:1], method="ig", steps=steps, schedule="adaptive", tol=tol)
+    if tol == "uniform":  # the same passes, uniform: the chunks' activations alone
+        e = fastattr.explain(model, x, ev.labels[:1], method="ig", steps=steps)
+        e.extras["error_estimate"] = torch.tensor([math.nan])
+    else:
+        e = fastattr.explain(model, x, ev.labels[:1], method="ig", steps=steps, schedule="adaptive", tol=tol)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"evals": e.grad_evals, "peak_growth_mb": (after - before) / 1024,
                       "estimate": float(e.extras["error_estimate"][0])}))
@@ -254,7 +260,10 @@ def memory(args) -> None:
     print(f"\nmemory: adaptive IG, one 64 px image (a row: {row_mb * 1024:.0f} KB), each in its own process")
     print("| steps | tol | evaluations spent | rows of all steps (MB) | peak RSS growth (MB) | error_estimate |")
     print("|---|---|---|---|---|---|")
-    for steps, tol in ((1000, "0.1"), (10000, "0.1"), (100000, "0.1"), (64, "none"), (256, "none")):
+    # uniform rows: the chunk's activations (default batch at 64 px: 64 points; adaptive's rounds
+    # without tol are up to steps / 8 points, one chunk) are most of the growth, not the rows
+    for steps, tol in ((1000, "0.1"), (10000, "0.1"), (100000, "0.1"), (64, "none"), (256, "none"),
+                       (64, "uniform"), (256, "uniform")):
         out = subprocess.run([sys.executable, __file__, "--memory-child", str(steps), tol,
                               "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -287,7 +296,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
-        memory_child(int(args.memory_child[0]), None if args.memory_child[1] == "none" else float(args.memory_child[1]))
+        tol = args.memory_child[1]
+        memory_child(int(args.memory_child[0]), None if tol == "none" else tol if tol == "uniform" else float(tol))
         return
     if args.plot_only:  # runs of some variants each (e.g. Blur IG on fewer images), one figure
         import json

@@ -281,6 +281,7 @@ def test_step_between_first_round_points():
     for tol in (None, 0.3):
         e = fastattr.explain(model, x, 0, method="ig", steps=32, output="logit", schedule="adaptive", tol=tol)
         assert e.grad_evals > 4
+        assert float(e.attributions.abs().sum()) > 1.0 and float(e.extras["error_estimate"]) > 0
         residual = abs(float(e.delta)) / 10
         assert residual < (tol or 0.1) and residual <= abs(float(uniform.delta)) / 10
         assert float(e.extras["error_estimate"]) >= residual
