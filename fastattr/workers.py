@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -46,9 +47,15 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch, args=(parent,), name="fastattr-parent-watch", daemon=True).start()
 
 
-def dataloader_worker_init(worker_id: int) -> None:
-    """DataLoader worker_init_fn: die_with_parent for the process that created the loader."""
-    die_with_parent(os.getppid())
+def _dataloader_worker_init(parent: int, worker_id: int) -> None:
+    die_with_parent(parent)
+
+
+def dataloader_worker_init() -> functools.partial:
+    """A DataLoader worker_init_fn that ends each worker with this (the calling) process. The pid
+    is taken here, in the parent: read in the worker (os.getppid()), it is already init's when the
+    parent was killed between the fork and the init, and that worker then lived on (seen in CI)."""
+    return functools.partial(_dataloader_worker_init, os.getpid())
 
 
 @contextlib.contextmanager

@@ -94,3 +94,34 @@ def test_pool_workers_end_with_a_parent_killed_in_the_middle_of_their_work(tmp_p
             "    time.sleep(600)\n")
     left = _kill_with_workers_alive([sys.executable, "-c", code], workers=2, timeout=120)
     assert left == [], f"pool workers of the killed parent still alive: {left}"
+
+
+def test_loader_worker_whose_parent_died_before_its_init_ends(tmp_path):
+    """The race behind a CI failure: the run was killed between a decoding worker's fork and its
+    worker_init_fn. The init must know its parent from before the fork, not from os.getppid()
+    (by then init's pid), or that worker lives on. Here: the parent makes the init, forks, and
+    exits at once; the child runs the init half a second later and must end right there."""
+    marker = tmp_path / "survived"
+    code = ("import os, time\n"
+            "from fastattr.workers import dataloader_worker_init\n"
+            "init = dataloader_worker_init()\n"
+            "if os.fork() == 0:\n"
+            "    time.sleep(0.5)\n"
+            "    init(0)\n"
+            "    time.sleep(0.5)\n"
+            f"    open({str(marker)!r}, 'w').close()\n"
+            "    os._exit(0)\n"
+            "os._exit(0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, start_new_session=True)
+    proc.wait()
+    try:
+        deadline = time.monotonic() + 10
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _session(proc.pid) == [], "the worker outlived its parent"
+        assert not marker.exists()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -58,5 +58,5 @@ def group_loader(images: ImageList, groups: list[list[int]], size: int, workers:
     processes (0: in the calling process), which end with this process (kill -9 included)."""
     return DataLoader(ImageFiles(images, size), batch_sampler=groups, num_workers=workers,
                       collate_fn=collate, pin_memory=pin_memory,
-                      worker_init_fn=dataloader_worker_init if workers > 0 else None,
+                      worker_init_fn=dataloader_worker_init() if workers > 0 else None,
                       prefetch_factor=2 if workers > 0 else None)
