@@ -4,6 +4,9 @@
                                    [--variants IG IDGI-IG "Blur IG" "IDGI-Blur IG"]
                                    [--skip-accuracy] [--skip-time] [--skip-precision] [--skip-memory]
                                    [--plot docs/adaptive.png] [--cache /tmp/fastattr_bench_adaptive_v2]
+                                   [--threads 2] [--repeats 3] [--skip-checks] [--results FILE.json]
+    python bench/bench_adaptive.py --plot-only IG.json IDGI.json BLUR.json --plot docs/adaptive.png
+    (wall time alone, for a quiet machine: --skip-accuracy --skip-precision --skip-memory)
 
 1. Accuracy: per method variant (IG, IDGI-IG, Blur IG, IDGI-Blur IG), the relative L2 distance
    ||A - A_ref|| / ||A_ref|| per image to a long run, median and quartiles over the images, for
