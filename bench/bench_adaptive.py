@@ -1,7 +1,12 @@
 """Adaptive against uniform path sampling on EfficientNet-Lite0 over the bundled evaluation set.
 
-    python bench/bench_adaptive.py [--images 9] [--budgets 8 16 32 64 128] [--ref-steps 301]
-                                   [--skip-accuracy] [--skip-time] [--skip-precision] [--plot docs/adaptive.png]
+    python bench/bench_adaptive.py [--images 9] [--budgets 8 16 32 48 64 128] [--ref-steps 1024]
+                                   [--variants IG IDGI-IG "Blur IG" "IDGI-Blur IG"]
+                                   [--skip-accuracy] [--skip-time] [--skip-precision] [--skip-memory]
+                                   [--plot docs/adaptive.png] [--cache /tmp/fastattr_bench_adaptive_v2]
+                                   [--threads 2] [--repeats 3] [--skip-checks] [--results FILE.json]
+    python bench/bench_adaptive.py --plot-only IG.json IDGI.json BLUR.json --plot docs/adaptive.png
+    (wall time alone, for a quiet machine: --skip-accuracy --skip-precision --skip-memory)
 
 1. Accuracy: per method variant (IG, IDGI-IG, Blur IG, IDGI-Blur IG), the relative L2 distance
    ||A - A_ref|| / ||A_ref|| per image to a long run, median and quartiles over the images, for
@@ -14,17 +19,24 @@
    checked two ways (printed): against the adaptive run with half its budget (self-convergence)
    and against a uniform run with --check-steps (an independent grid; uniform trapezoid for Riemann
    sums, IDGI's left grid). Plot to --plot. tol: evaluations spent and error reached with --tol at
-   --tol-budget.
+   --tol-budget. error_estimate / real error per image and budget: median, range, and the
+   smallest over every variant and budget (the estimate should never be below the error).
 2. Wall time per gradient evaluation, one image, 32 evaluations: uniform and adaptive against
    the floor of 32 forward+backward passes (bench/harness.py, interleaved medians).
 3. precision="bf16" for the float32 model: time per evaluation against float32, distance of
    the maps to the float32 maps, insertion AUC, over the set.
+4. Memory: peak resident memory of adaptive IG with tol=0.1 on one 64 px image at steps = 1000,
+   10000, 100000 (and without tol at 64 and 256, and uniform at 64 and 256: the chunks'
+   activations), each in its own process (its growth over the process's peak after a warm-up
+   call): it follows the evaluations spent, not steps.
 
-References are cached in --cache (default /tmp/fastattr_bench_adaptive) so reruns skip them.
+References are cached in --cache (default /tmp/fastattr_bench_adaptive_v2; the v1 cache holds
+references of the schedule before issue 23) so reruns skip them.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -96,8 +108,9 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
     for name in args.variants:
         ins, calib = {}, []
         ref = long_run(model, x, t, name, args.ref_steps, cache, uniform=False)
-        half = rel_errors(long_run(model, x, t, name, args.ref_steps // 2, cache, uniform=False), ref)
-        check = rel_errors(long_run(model, x, t, name, args.check_steps, cache, uniform=True), ref)
+        if not args.skip_checks:
+            half = rel_errors(long_run(model, x, t, name, args.ref_steps // 2, cache, uniform=False), ref)
+            check = rel_errors(long_run(model, x, t, name, args.check_steps, cache, uniform=True), ref)
         ins["reference"] = insertion(model, x, ref, t).numpy()
         rows = {"uniform": [], "adaptive": []}
         for b in args.budgets:
@@ -119,13 +132,21 @@ def accuracy(model, x, t, args, cache: Path) -> dict:
         results[name] = {"rows": rows, "insertion": ins, "tol": tol_row}
         print(f"\n### {name}: relative L2 error to adaptive with {args.ref_steps} evaluations (median [q1, q3] "
               f"over {x.shape[0]} images)")
-        print(f"reference check: adaptive {args.ref_steps // 2} is {np.median(half):.4f} (max {half.max():.4f}) "
-              f"from it, uniform {args.check_steps} {np.median(check):.4f} (max {check.max():.4f})")
+        if not args.skip_checks:
+            print(f"reference check: adaptive {args.ref_steps // 2} is {np.median(half):.4f} (max {half.max():.4f}) "
+                  f"from it, uniform {args.check_steps} {np.median(check):.4f} (max {check.max():.4f})")
         print("| evaluations | uniform | adaptive |\n|---|---|---|")
         for (b, _, m, lo, hi), (_, ev, am, alo, ahi) in zip(rows["uniform"], rows["adaptive"]):
             print(f"| {b} | {m:.4f} [{lo:.4f}, {hi:.4f}] | {am:.4f} [{alo:.4f}, {ahi:.4f}] ({ev:.1f} evals) |")
         print("error_estimate / error (median, min-max over images): " + "; ".join(
             f"{b}: {m:.2f} ({lo:.2f}-{hi:.2f})" for b, m, lo, hi in calib))
+        smallest = min(lo for _, _, lo, _ in calib)
+        results[name]["smallest_ratio"] = smallest
+        print(f"smallest error_estimate / error over images and budgets: {smallest:.2f}")
+        sizes = [r[0] for r in rows["uniform"]]
+        if 32 in sizes and 64 in sizes:
+            a32, u64 = rows["adaptive"][sizes.index(32)][2], rows["uniform"][sizes.index(64)][2]
+            print(f"adaptive 32 ({a32:.4f}) {'<=' if a32 <= u64 else '>'} uniform 64 ({u64:.4f})")
         if "uniform" in ins:
             diff = ins["adaptive"] - ins["uniform"]
             boot = np.random.default_rng(0).choice(diff, (10000, len(diff))).mean(1)
@@ -167,10 +188,10 @@ def plot(results: dict, path: str, ref_steps: int, n: int) -> None:
             ax.fill_between(rows[:, 1], rows[:, 3], rows[:, 4], color=colour, alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(name)
+        ax.set_title(f"{name} ({res.get('images', n)} images)")
         ax.set_xlabel("gradient evaluations per image")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"relative L2 error to adaptive with {ref_steps} evaluations\n(median, band: quartiles, {n} images)")
+    axes[0].set_ylabel(f"relative L2 error to adaptive with {ref_steps} evaluations\n(median over the images, band: quartiles)")
     axes[0].legend()
     fig.suptitle("EfficientNet-Lite0, bundled evaluation set: adaptive vs uniform path sampling")
     fig.savefig(path)
@@ -209,6 +230,50 @@ def precision(model, x, t, args) -> None:
               f"bf16 {i16.mean():.4f} (per image min difference {np.min(i16 - i32):+.4f})")
 
 
+def memory_child(steps: int, tol: float | str | None) -> None:
+    """(In its own process) adaptive IG on one 64 px image of the set: prints evaluations spent
+    and the growth of the process's peak resident memory over a warm-up call's."""
+    import json
+    import resource
+
+    import torch.nn.functional as F
+    from fastattr.evalset import load_evalset
+    from fastattr.models import load_default_model
+
+    model = load_default_model()
+    ev = load_evalset().subset(1)
+    x = F.interpolate(ev.images[:1], size=64, mode="bilinear", antialias=True)
+    fastattr.explain(model, x, ev.labels[:1], method="ig", steps=8, schedule="adaptive")  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    if tol == "uniform":  # the same passes, uniform: the chunks' activations alone
+        e = fastattr.explain(model, x, ev.labels[:1], method="ig", steps=steps)
+        e.extras["error_estimate"] = torch.tensor([math.nan])
+    else:
+        e = fastattr.explain(model, x, ev.labels[:1], method="ig", steps=steps, schedule="adaptive", tol=tol)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"evals": e.grad_evals, "peak_growth_mb": (after - before) / 1024,
+                      "estimate": float(e.extras["error_estimate"][0])}))
+
+
+def memory(args) -> None:
+    import json
+    import subprocess
+
+    row_mb = 3 * 64 * 64 * 4 / 2**20
+    print(f"\nmemory: adaptive IG, one 64 px image (a row: {row_mb * 1024:.0f} KB), each in its own process")
+    print("| steps | tol | evaluations spent | rows of all steps (MB) | peak RSS growth (MB) | error_estimate |")
+    print("|---|---|---|---|---|---|")
+    # uniform rows: the chunk's activations (default batch at 64 px: 64 points; adaptive's rounds
+    # without tol are up to steps / 8 points, one chunk) are most of the growth, not the rows
+    for steps, tol in ((1000, "0.1"), (10000, "0.1"), (100000, "0.1"), (64, "none"), (256, "none"),
+                       (64, "uniform"), (256, "uniform")):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(steps), tol,
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {steps} | {tol} | {r['evals']} | {steps * row_mb:.0f} | {r['peak_growth_mb']:.0f} | "
+              f"{r['estimate']:.3f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=9)
@@ -221,13 +286,31 @@ def main() -> None:
     ap.add_argument("--tol-budget", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", default="/tmp/fastattr_bench_adaptive")
+    ap.add_argument("--cache", default="/tmp/fastattr_bench_adaptive_v2")
     ap.add_argument("--plot", default="docs/adaptive.png")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-time", action="store_true")
     ap.add_argument("--skip-precision", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-checks", action="store_true", help="no reference checks (adaptive half, uniform)")
+    ap.add_argument("--results", help="save the accuracy rows to this JSON file")
+    ap.add_argument("--plot-only", nargs="+", metavar="JSON", help="plot saved --results files (merged) and exit")
+    ap.add_argument("--memory-child", nargs=2, metavar=("STEPS", "TOL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.memory_child:
+        tol = args.memory_child[1]
+        memory_child(int(args.memory_child[0]), None if tol == "none" else tol if tol == "uniform" else float(tol))
+        return
+    if args.plot_only:  # runs of some variants each (e.g. Blur IG on fewer images), one figure
+        import json
+
+        merged = {}
+        for f in args.plot_only:
+            saved = json.loads(Path(f).read_text())
+            merged.update({k: dict(v, images=saved["images"]) for k, v in saved["results"].items()})
+        plot(merged, args.plot, saved["ref_steps"], saved["images"])
+        return
     from fastattr.evalset import load_evalset
     from fastattr.models import load_default_model
 
@@ -239,12 +322,19 @@ def main() -> None:
     print(f"threads={args.threads} images={len(x)} ({', '.join(ev.names)}) budgets={args.budgets}")
     if not args.skip_accuracy:
         results = accuracy(model, x, t, args, cache)
+        if args.results:
+            import json
+
+            rows = {k: {"rows": v["rows"]} for k, v in results.items()}
+            Path(args.results).write_text(json.dumps({"results": rows, "images": len(x), "ref_steps": args.ref_steps}))
         if args.plot:
             plot(results, args.plot, args.ref_steps, len(x))
     if not args.skip_time:
         timing(model, x, t, args)
     if not args.skip_precision:
         precision(model, x, t, args)
+    if not args.skip_memory:
+        memory(args)
 
 
 if __name__ == "__main__":

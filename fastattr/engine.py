@@ -165,11 +165,12 @@ class Engine:
         (g,) = torch.autograd.grad(y.sum(), xs, allow_unused=True, materialize_grads=True)
         return y, g
 
-    def _padded(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _padded(self, x: torch.Tensor, targets: torch.Tensor, pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
-        if not self.pad or n == self.batch_size:
+        size = self.batch_size if self.pad else pad_to
+        if n >= size:
             return x, targets
-        extra = self.batch_size - n
+        extra = size - n
         x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
         targets = torch.cat([targets, targets[-1:].expand(extra)])
         return x, targets
@@ -257,20 +258,22 @@ class Engine:
             yield start, min(start + self.batch_size, total)
 
     def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor,
-                       images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       images: torch.Tensor | None = None, pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """f_c and its gradient for one chunk. x (B, ...) with B <= batch_size, targets (B,),
         images (B,) the image each point belongs to (names it if its score is NaN/inf) ->
-        (y (B,), g (B, ...)) in x's dtype. One forward+backward; no parameter gradients."""
+        (y (B,), g (B, ...)) in x's dtype. One forward+backward; no parameter gradients. pad_to:
+        a smaller chunk is padded to that many points (its last point repeated, not counted):
+        CPU kernels take another path for a batch of 1 (last bits differ from batches of 2-8)."""
         n = x.shape[0]
         if n > self.batch_size:
             raise ValueError(f"engine: chunk of {n} points exceeds batch_size={self.batch_size}")
         if self._depth == 0:  # a chunk on its own; walks hold one session for all their chunks
             with self.session():
-                return self.value_and_grad(x, targets, images)
+                return self.value_and_grad(x, targets, images, pad_to)
         # inference_mode(False): a caller inside torch.inference_mode() still gets gradients;
         # clone() turns an inference tensor into a normal one that autograd can record.
         with torch.inference_mode(False):
-            xp, tp = self._padded(x.detach(), targets)
+            xp, tp = self._padded(x.detach(), targets, pad_to)
             xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
@@ -291,7 +294,9 @@ class Engine:
         outs = []
         with self.session():
             for s, e in self.chunks(x.shape[0]):
-                xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device))
+                # a lone point goes with a copy: a batch of 1 rounds differently (value_and_grad)
+                xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device),
+                                      2 if self.batch_size > 1 else 0)
                 rc = None
                 if self.forward.per_example:  # the rows pick the points' model inputs
                     rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]

@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from fastattr.adaptive import AdaptivePath, check_schedule
+from fastattr.adaptive import AdaptivePath, check_schedule, point_dots
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.ops.gaussian_blur import gaussian_blur
 from fastattr.paths import IdgiSum, RiemannSum, walk_path
@@ -111,12 +111,22 @@ def _adaptive_blur_ig(ctx: MethodContext, tol, max_sigma: float, grad_step: floa
 
     extras = {"path_end_sigma": float(sigma_of(1.0)), "derivative": None if ctx.idgi else derivative}
     still = ~x.flatten(1).any(1)
+    held: dict[str, torch.Tensor] = {}
     if ctx.idgi:
-        path = AdaptivePath(ctx, ctx.steps, tol, lambda i, s: gaussian_blur(x, sigma_of(1 - s), i),
-                            lambda i, s, y, g: g, None, "IDGI-BlurIG adaptive")
+        def idgi_point(i, s):  # the exact d blur / d sigma too: the slope of the path's output
+            blurred, held["d"] = gaussian_blur(x, sigma_of(1 - s), i, derivative=True)
+            return blurred
+
+        def slope(i, s, y, g):  # df/ds = g . d blur/d sigma * d sigma/ds, sigma = sigma(1 - s)
+            sig = sigma_of(1 - s).to(torch.float64)
+            dsig = (max_sigma / (2 * sig) if sqrt else torch.full_like(sig, max_sigma)).cpu()  # |d sigma/ds|
+            dots = point_dots(held.pop("d"), g)
+            return torch.stack([-dots[:, 0] * dsig, dots[:, 1] * dsig], 1)
+
+        path = AdaptivePath(ctx, ctx.steps, tol, idgi_point, lambda i, s, y, g: g, None, "IDGI-BlurIG adaptive",
+                            slope=slope)
         maps, start_scores, more = path.run()
         return MethodResult(maps, start_scores, dict(extras, **more), still)
-    held: dict[str, torch.Tensor] = {}
     x64 = x.double() if derivative == "finite" else None
 
     def point(i, s):
@@ -130,7 +140,8 @@ def _adaptive_blur_ig(ctx: MethodContext, tol, max_sigma: float, grad_step: floa
     def row(i, s, y, g):
         return -(held.pop("d") * g)
 
-    path = AdaptivePath(ctx, ctx.steps, tol, point, row, sigma_of, "BlurIG adaptive")
+    # s runs from the input (sigma 0) away from it: the rows integrate to f(s=0) - f(s=1)
+    path = AdaptivePath(ctx, ctx.steps, tol, point, row, sigma_of, "BlurIG adaptive", direction=-1)
     maps, _, more = path.run()
     images = torch.arange(x.shape[0], device=x.device)
     baseline_scores = ctx.engine.value(gaussian_blur(x, [sigma_of(1.0)]), ctx.targets, images=images)

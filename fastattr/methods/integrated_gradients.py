@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastattr.adaptive import AdaptivePath, check_schedule
+from fastattr.adaptive import AdaptivePath, check_schedule, point_dots
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_path
 
@@ -121,8 +121,11 @@ def _adaptive_ig(ctx: MethodContext, tol: float | None) -> MethodResult:
     def row(i, s, y, g):
         return g if ctx.idgi else diff.index_select(0, i) * g
 
+    def slope(i, s, y, g):  # IDGI: df/da = g . (x - b), for the completeness indicator
+        return point_dots(g, diff.index_select(0, i))
+
     path = AdaptivePath(ctx, ctx.steps, tol, point, row, None if ctx.idgi else (lambda s: s),
-                        "IDGI-IG adaptive" if ctx.idgi else "IG adaptive")
+                        "IDGI-IG adaptive" if ctx.idgi else "IG adaptive", slope=slope if ctx.idgi else None)
     attributions, start_scores, extras = path.run()
     return MethodResult(attributions, start_scores, dict(extras, path_start=0.0))
 
