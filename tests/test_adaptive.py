@@ -95,16 +95,18 @@ def test_linear_along_the_path():
     completeness residual only rounding), so the estimate is ~0 and tol= stops after the first
     round; without tol the budget is still spent (agreeing ends do not prove that nothing lies
     between them: the widest intervals are bisected). The map is IG's exact answer either way."""
+    torch.manual_seed(0)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(48, 4)).eval()
     x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     exact = x * lin[1].weight[1].detach().view(3, 4, 4)
     e = fastattr.explain(lin, x, target=1, method="ig", steps=32, output="logit", schedule="adaptive", tol=1e-3)
     assert e.grad_evals == 2 * 4  # the first round's 32 / 8 points
     assert e.extras["grad_evals_per_image"].tolist() == [4, 4]
-    assert (e.extras["error_estimate"] < 1e-6).all()  # 0, or float rounding the allowance missed
+    # 0, or float32 rounding the allowance missed (up to 1.3e-6 seen over 60 random weight draws)
+    assert (e.extras["error_estimate"] < 1e-5).all()
     assert rel(e.attributions, exact) < 1e-5
     full = fastattr.explain(lin, x, target=1, method="ig", steps=32, output="logit", schedule="adaptive")
-    assert full.grad_evals == 64 and (full.extras["error_estimate"] < 1e-6).all()
+    assert full.grad_evals == 64 and (full.extras["error_estimate"] < 1e-5).all()
     assert rel(full.attributions, exact) < 1e-5
 
 
