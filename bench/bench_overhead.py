@@ -1,7 +1,7 @@
 """Per-step library overhead of fastattr IG and IDGI-IG on a one-conv model (32x32, 256 steps),
 over the model-only floor: in time (interleaved medians) and in a load-insensitive count.
 
-    python bench/bench_overhead.py [--repeats 40] [--steps 256] [--threads 2] [--cpu-time]
+    python bench/bench_overhead.py [--repeats 40] [--steps 256] [--threads 2] [--cpu-time] [--processes K]
     python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
     python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
 
@@ -9,7 +9,10 @@ Time: floor, IG and IDGI-IG run round-robin in one process (harness.interleaved)
 is (median - floor median) / steps in microseconds per step, as bench/bench_ig.py's tiny row
 (which adds captum and PAIR). Under load the medians drift by microseconds per step; --cpu-time
 runs one thread and times its CPU time, which other processes disturb less (caches and shared
-cores still do). Load-insensitive:
+cores still do). This model is memory-bound, and the same floor took 9-14 ms per call in one
+process and another (2026-12-07, quiet machine, where pages land): --processes K runs the timing
+in K fresh processes one after the other and reports the median of their overheads (and the
+range). Load-insensitive:
 
 Count (--count): each candidate runs in a fresh single-threaded process under
 `valgrind --tool=callgrind`, instrumentation switched on (callgrind_control) only for `calls`
@@ -135,14 +138,34 @@ def calls_profile(steps: int) -> None:
               f"built-ins/methods")
 
 
-def timing(repeats: int, steps: int, threads: int, cpu: bool) -> None:
+def timing(repeats: int, steps: int, threads: int, cpu: bool, quiet: bool = False) -> dict[str, float]:
+    """-> per-step overhead over the floor (us) per candidate, printed unless quiet."""
     torch.set_num_threads(1 if cpu else threads)
     t = interleaved(candidates(steps), repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter)
     how = "1 thread, CPU time of the thread" if cpu else f"{threads} threads, wall time"
-    print(report(t, title=f"tiny model 32x32, {steps} steps, {how}, {repeats} rounds"))
     med = {k: statistics.median(v) for k, v in t.items()}
-    print("\nper-step overhead over the floor (us/step): " + ", ".join(
-        f"{k}: {(v - med['floor']) / steps * 1e6:.2f}" for k, v in med.items() if k != "floor"))
+    over = {k: (v - med["floor"]) / steps * 1e6 for k, v in med.items() if k != "floor"}
+    if not quiet:
+        print(report(t, title=f"tiny model 32x32, {steps} steps, {how}, {repeats} rounds"))
+        print("\nper-step overhead over the floor (us/step): " + ", ".join(f"{k}: {v:.2f}" for k, v in over.items()))
+    return dict(over, floor_ms=med["floor"] * 1e3)
+
+
+def across_processes(processes: int, args) -> None:
+    """The timing in `processes` fresh processes, one after the other: median and range."""
+    import json
+
+    runs = []
+    for p in range(processes):
+        cmd = [sys.executable, os.path.abspath(__file__), "--repeats", str(args.repeats), "--steps", str(args.steps),
+               "--threads", str(args.threads), "--json"] + (["--cpu-time"] if args.cpu_time else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"process {p + 1}/{processes}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1].items()), flush=True)
+    print(f"\nper-step overhead over the floor (us/step), median of {processes} processes [min-max]: " + ", ".join(
+        f"{k}: {statistics.median(r[k] for r in runs):.2f} [{min(r[k] for r in runs):.2f}-{max(r[k] for r in runs):.2f}]"
+        for k in runs[0] if k != "floor_ms")
+        + f"; floor {statistics.median(r['floor_ms'] for r in runs):.2f} ms per call")
 
 
 def main() -> None:
@@ -155,9 +178,17 @@ def main() -> None:
     ap.add_argument("--count", action="store_true", help="callgrind instruction counts (valgrind)")
     ap.add_argument("--calls", type=int, default=4, help="--count: attributions counted per process")
     ap.add_argument("--calls-profile", action="store_true", help="cProfile call counts per attribution")
+    ap.add_argument("--processes", type=int, default=1, help="run the timing in K fresh processes: median, range")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
+    if args.json:
+        import json
+
+        print(json.dumps(timing(args.repeats, args.steps, args.threads, args.cpu_time, quiet=True)))
+    elif args.processes > 1:
+        across_processes(args.processes, args)
+    elif args.child:
         child(args.child, args.calls, args.steps)
     elif args.count:
         count(args.calls, args.steps)

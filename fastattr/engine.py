@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fastattr import model_io
+from fastattr.allocator import tune_for_chunks
 from fastattr.forward import InputForward
 from fastattr.model_io import OUTPUTS, select_output  # noqa: F401  (re-exported: fastattr.engine.OUTPUTS)
 
@@ -101,6 +102,7 @@ class Engine:
         self._backward_ctx = None
         self._eval_ctx = None
         self._check: model_io.FiniteCheck | None = None
+        self._ones_cache: dict = {}  # (shape, dtype, device) -> ones, the scores' gradient in backward
         # How the model is called (fastattr.forward): its input space, or a layer's output space
         # with per-example model inputs. Set per call by fastattr.layer; entered with the session.
         self.forward = InputForward()
@@ -123,7 +125,7 @@ class Engine:
         """x (N, ...) in the memory format the model is fed (same values): channels-last for 4-D
         points of a channels_last engine. Points a method builds from such tensors by element-wise
         ops are already in it, so the model call copies nothing (bench/bench_overhead.py)."""
-        if self.channels_last and x.dim() == 4:
+        if self.channels_last and x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
             # Convolutions run faster on channels-last activations (oneDNN on CPU: EfficientNet-
             # Lite0 forward+backward at batch 8 took 2.08 s vs 2.52 s per 32 points, measured
             # interleaved here); the copy is differentiable, and gradients come back channels-last.
@@ -136,7 +138,8 @@ class Engine:
         """(B, K) scores as the output form sees them, in x's dtype, for points x (B, ...) of the
         call's rows `rows` (B,) (their examples' model inputs; fastattr.forward)."""
         raw = self.forward.call(self, x, rows)
-        return model_io.model_scores(raw, x.shape[0], self.output).to(x.dtype)
+        scores = model_io.model_scores(raw, x.shape[0], self.output)
+        return scores if scores.dtype == x.dtype else scores.to(x.dtype)
 
     @contextlib.contextmanager
     def scalar_inputs(self) -> Iterator["Engine"]:
@@ -162,17 +165,31 @@ class Engine:
             y = select_output(self._logits(xs.clone(), rows), ts, self.output)
         if not y.requires_grad:
             return y, torch.zeros_like(xs)
-        (g,) = torch.autograd.grad(y.sum(), xs, allow_unused=True, materialize_grads=True)
+        # d sum(y) / d xs with a cached ones vector as y's gradient: the same numbers as
+        # backward of y.sum(), one op and one graph node fewer per chunk
+        (g,) = torch.autograd.grad(y, xs, grad_outputs=self._ones(y), allow_unused=True, materialize_grads=True)
         return y, g
 
-    def _padded(self, x: torch.Tensor, targets: torch.Tensor, pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ones(self, y: torch.Tensor) -> torch.Tensor:
+        key = (y.shape, y.dtype, y.device)
+        ones = self._ones_cache.get(key)
+        if ones is None:
+            with torch.inference_mode(False):
+                ones = self._ones_cache[key] = torch.ones(y.shape, dtype=y.dtype, device=y.device)
+        return ones
+
+    def _padded(self, x: torch.Tensor, targets: torch.Tensor | None,
+                pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, ...) and targets (B,) (or None) with their last row repeated up to the chunk size
+        the engine pads to (the batch size when compiled, else pad_to); unchanged when B reaches it."""
         n = x.shape[0]
         size = self.batch_size if self.pad else pad_to
         if n >= size:
             return x, targets
         extra = size - n
         x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
-        targets = torch.cat([targets, targets[-1:].expand(extra)])
+        if targets is not None:
+            targets = torch.cat([targets, targets[-1:].expand(extra)])
         return x, targets
 
     def _padded_rows(self, rows: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -190,6 +207,9 @@ class Engine:
         (ValueError naming the image; `images`: how many images the points' `images=` index)."""
         if self._depth == 0:
             from fastattr.backward import backward_context
+
+            if self.device.type == "cpu":  # freed chunk memory kept for the next chunk (fastattr.allocator)
+                tune_for_chunks()
 
             self._check = model_io.FiniteCheck(images, self.device)
             self._saved_flags = [(p, p.requires_grad) for p in self.model.parameters()]
@@ -272,19 +292,25 @@ class Engine:
                 return self.value_and_grad(x, targets, images, pad_to)
         # inference_mode(False): a caller inside torch.inference_mode() still gets gradients;
         # clone() turns an inference tensor into a normal one that autograd can record.
+        # (Every dispatched op here costs microseconds on a tiny model, after a chunk's forward and
+        # backward have evicted the caches: no op that a plain chunk does not need.)
         with torch.inference_mode(False):
-            xp, tp = self._padded(x.detach(), targets, pad_to)
-            xp, tp = (t.clone() if t.is_inference() else t for t in (xp, tp))
+            xp, tp = self._padded(x, targets, pad_to)
+            if xp.is_inference():
+                xp = xp.clone()
+            if tp.is_inference():
+                tp = tp.clone()
             xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
             with torch.enable_grad():
                 rows = self._padded_rows(images, xp.shape[0]) if self.forward.per_example else None
                 y, g = self._value_and_grad(xp, tp, rows)
-            y = y[:n].detach()
+            padded = xp.shape[0] != n
+            y = y[:n].detach() if padded else y.detach()
             self._observe(y, images)
         self.grad_evals += n
         if self.progress is not None:
             self.progress.update(n)
-        return y, g[:n]
+        return y, (g[:n] if padded else g)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -295,15 +321,14 @@ class Engine:
         with self.session():
             for s, e in self.chunks(x.shape[0]):
                 # a lone point goes with a copy: a batch of 1 rounds differently (value_and_grad)
-                xc, _ = self._padded(x[s:e], torch.zeros(e - s, dtype=torch.long, device=x.device),
-                                      2 if self.batch_size > 1 else 0)
+                xc, _ = self._padded(x[s:e], None, 2 if self.batch_size > 1 else 0)
                 rc = None
                 if self.forward.per_example:  # the rows pick the points' model inputs
                     rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]
                     rc = self._padded_rows(rc, xc.shape[0])
                 outs.append(self._logits(xc, rc)[: e - s])
         self.forward_evals += x.shape[0]
-        return torch.cat(outs)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def value(self, x: torch.Tensor, targets: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """f_c at any number of points, forward only; NaN/inf is a ValueError (naming images[p],

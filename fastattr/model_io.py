@@ -15,6 +15,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from fastattr.validation import all_finite
+
 # output= strings: f_c = softmax(scores)[c], scores[c], sigmoid(scores)[c]. A callable
 # raw_output -> (N, K) scores is the fourth form (f_c = scores[:, c], nothing applied after it).
 OUTPUTS = ("probability", "logit", "sigmoid")
@@ -188,9 +190,12 @@ def select_output(scores: torch.Tensor, targets: torch.Tensor, output) -> torch.
 
 class FiniteCheck:
     """Collects, per image, whether any f_c the model produced was NaN or inf, without a host sync
-    per chunk: `y - y` is 0 for a finite score and NaN otherwise, and an index_add of those zeros
-    into an (N,) buffer cannot overflow (a sum of the scores themselves could, at 1e38 logits).
-    Two small ops on a (B,) vector per chunk; `raise_if_bad` syncs once per call."""
+    per chunk: an index_add of the scores scaled by 0 into an (N + 1,) buffer adds 0 for a finite
+    score and NaN for NaN/inf (0 * inf = NaN), and cannot overflow (a sum of the scores themselves
+    could, at 1e38 logits). One op per chunk, in place: on the tiny model of bench/bench_overhead.py
+    every small op after a chunk's forward+backward costs microseconds, and keeping the chunks'
+    scores for one check at the end was slower still (the small live tensors fragment glibc's
+    heap between the chunks' large blocks). `raise_if_bad` syncs once per call."""
 
     def __init__(self, n: int | None, device):
         self.n, self.device = n, device
@@ -201,19 +206,18 @@ class FiniteCheck:
         if self.bad is None:
             with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
                 self.bad = torch.zeros((self.n or 0) + 1, dtype=y.dtype, device=self.device)
-        z = (y - y).to(self.bad.dtype)
+        if y.dtype != self.bad.dtype:
+            y = y.to(self.bad.dtype)
         if images is None or self.n is None:
-            self.bad[-1:] += z.sum()
+            self.bad[-1:] += (y * 0).sum()
         else:
-            self.bad.index_add_(0, images, z)
+            self.bad.index_add_(0, images, y, alpha=0)
 
     def raise_if_bad(self) -> None:
         """ValueError naming the first image whose f_c was NaN or inf (one host sync)."""
-        if self.bad is None:
+        if self.bad is None or all_finite(self.bad):
             return
         ok = torch.isfinite(self.bad)
-        if bool(ok.all()):
-            return
         i = int((~ok).nonzero()[0, 0])
         if i < self.bad.shape[0] - 1:
             raise_nonfinite(i, "at a path point")
@@ -241,14 +245,17 @@ def raise_nonfinite(image: int | None, where: str) -> None:
 
 def check_scores_finite(scores: torch.Tensor, where: str = "at the inputs") -> None:
     """ValueError naming the first image whose f_c in scores (N,) is NaN or inf (one host sync)."""
+    if all_finite(scores):
+        return
     ok = torch.isfinite(scores)
-    if not bool(ok.all()):
-        raise_nonfinite(int((~ok).nonzero()[0, 0]), where)
+    raise_nonfinite(int((~ok).nonzero()[0, 0]), where)
 
 
 def check_map_finite(maps: torch.Tensor) -> None:
     """ValueError naming the first image whose map (N, ...) has a NaN or inf (the model's gradient
     was non-finite although its scores were finite)."""
+    if all_finite(maps):
+        return
     ok = torch.isfinite(maps.reshape(maps.shape[0], -1)).all(1)  # (N,) maps of rank-1 inputs too
     if not bool(ok.all()):
         i = int((~ok).nonzero()[0, 0])

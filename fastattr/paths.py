@@ -64,9 +64,9 @@ def walk_points(ctx: MethodContext, images: torch.Tensor, keys: torch.Tensor, po
     a point id). Indices and targets are sliced per chunk as views (cheap for small models). The
     caller holds the engine session (and the progress bar)."""
     targets = ctx.targets.index_select(0, images)
-    for start, stop in ctx.engine.chunks(images.shape[0]):
-        i, k = images[start:stop], keys[start:stop]
-        y, g = ctx.engine.value_and_grad(point(i, k), targets[start:stop], images=i)
+    size = ctx.engine.batch_size  # the chunks of Engine.chunks, as views made in one op per tensor
+    for i, k, t in zip(images.split(size), keys.split(size), targets.split(size)):
+        y, g = ctx.engine.value_and_grad(point(i, k), t, images=i)
         consume(i, k, y, g)
 
 
@@ -75,21 +75,30 @@ class RiemannSum:
     like's dtype (float32, float64 for a float64 model). channels_last: the gradients of 4-D points
     come channels-last (the engine's format for conv models), so acc holds each map in that order
     and takes them without a copy (a permuting copy per chunk was 1-2 us per point on the tiny
-    model of bench/bench_overhead.py); the sum of each element is the same either way."""
+    model of bench/bench_overhead.py); the sum of each element is the same either way. Points
+    arrive in walk_path's order (image-major, consecutive chunks), which places each image's step 0."""
 
     def __init__(self, like: torch.Tensor, weights: torch.Tensor, channels_last: bool = False):
         n = like.shape[0]
         self.acc = torch.zeros(n, like[0].numel(), dtype=like.dtype, device=like.device)
         self.weights = weights.to(like.device, torch.float64)
+        self.steps = weights.shape[0]
         self.nhwc = channels_last and like.dim() == 4
-        # slot n takes the rows that are not a step 0 (no host read of a flag per chunk)
-        self._start = torch.full((n + 1,), float("nan"), dtype=like.dtype, device=like.device)
-        self.start_scores = self._start[:n]  # f_c at each image's step 0 (NaN: not evaluated)
+        self.start_scores = torch.full((n,), float("nan"), dtype=like.dtype, device=like.device)
+        self.seen = 0  # points consumed so far (walk_path's image-major order)
 
     def __call__(self, i, k, y, g) -> None:
+        b = g.shape[0]
         rows = g.permute(0, 2, 3, 1) if self.nhwc else g  # a view of channels-last gradients
-        path_accumulate_(self.acc, rows.reshape(g.shape[0], -1), self.weights[k], i, False)
-        self._start.index_put_((torch.where(k == 0, i, self.start_scores.shape[0]),), y.to(self._start.dtype))
+        path_accumulate_(self.acc, rows.reshape(b, -1), self.weights[k], i, False)
+        # f_c at step 0 of each image: which positions hold one follows from the chunk's place in
+        # walk_path's order (point p is image p // steps, step p % steps), so no op runs for chunks
+        # without one (a where + index_put per chunk cost microseconds on the tiny model)
+        start, self.seen = self.seen, self.seen + b
+        first_at = (-start) % self.steps
+        if first_at < b:
+            img = (start + first_at) // self.steps
+            self.start_scores[img:img + len(range(first_at, b, self.steps))] = y[first_at::self.steps]
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
         """The sums like `like` (its shape; channels-last strides when accumulated so)."""

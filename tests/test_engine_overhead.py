@@ -162,10 +162,15 @@ def test_riemann_sum_channels_last_equals_nchw_order():
 
 
 def test_riemann_start_scores_only_from_step_zero():
+    """Chunks in walk_path's order (3 images x 2 steps, chunks of 3 and 2): each image's start
+    score is its step 0's f_c, never another step's; an image not reached yet stays NaN."""
     like = torch.empty(3, 4)
     acc = RiemannSum(like, torch.ones(2, dtype=torch.float64))
-    acc(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), torch.tensor([5.0, 6.0, 7.0]), torch.ones(3, 4))
-    assert acc.start_scores[0] == 5 and acc.start_scores[1:].isnan().all() and acc.start_scores.shape == (3,)
+    acc(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]), torch.tensor([5.0, 6.0, 7.0]), torch.ones(3, 4))
+    assert acc.start_scores[:2].tolist() == [5.0, 7.0] and acc.start_scores[2].isnan() and acc.start_scores.shape == (3,)
+    acc(torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([8.0, 9.0]), torch.ones(2, 4))
+    assert acc.start_scores.tolist() == [5.0, 7.0, 9.0]
+    assert torch.equal(acc.acc, torch.full((3, 4), 2.0) - torch.tensor([[0.0], [0.0], [1.0]]))
 
 
 def test_rows_keeps_the_memory_format():

@@ -1,6 +1,8 @@
 """Integrated Gradients on the straight path b + a (x - b), Riemann rules or IDGI (SPEC.md)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -12,7 +14,16 @@ RULES = ("left", "right", "middle", "trapezoid", "pair", "gausslegendre")
 
 
 def rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Path fractions a_k and weights w_k of a rule (SPEC.md table), float64 (steps,) each."""
+    """Path fractions a_k and weights w_k of a rule (SPEC.md table), float64 (steps,) each (new
+    tensors: the caller may change them)."""
+    a, w = _rule_points(rule, steps)
+    return a.clone(), w.clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rule_points, computed once per (rule, steps): read-only (integrated_gradients reads them
+    without a copy; each op of a call is microseconds on a tiny model)."""
     m = steps
     k = torch.arange(m, dtype=torch.float64)
     w = torch.full((m,), 1.0 / m, dtype=torch.float64)
@@ -61,12 +72,12 @@ def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float
             return (rows(b64, i) + a64[k].view(col) * rows(d64, i)).to(x.dtype)
 
         return point64
-    a = alphas.to(x.device, x.dtype)
+    a = alphas.to(x.device, x.dtype).view(col)  # (steps, 1, ...): a[k] is the chunk's column
     if x.shape[0] == 1:  # one image: broadcast instead of gathering rows (per-chunk overhead)
-        return lambda i, k: torch.addcmul(b, a[k].view(col), diff)
+        return lambda i, k: torch.addcmul(b, a[k], diff)
 
     def point(i, k):
-        return torch.addcmul(rows(b, i), a[k].view(col), rows(diff, i))
+        return torch.addcmul(rows(b, i), a[k], rows(diff, i))
 
     return point
 
@@ -79,7 +90,8 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
     tol = check_schedule(schedule, tol, ctx.rule)
     if schedule == "adaptive":
         return _adaptive_ig(ctx, tol)
-    alphas, weights = rule_points(ctx.rule, ctx.steps)
+    alphas, weights = _rule_points(ctx.rule, ctx.steps)  # read only
+    a0 = float(alphas[0])
     engine = ctx.engine
     # points built in the model's memory format: no copy at the model call (bench_overhead.py)
     xm, bm = engine.in_model_format(x), engine.in_model_format(b)
@@ -91,7 +103,7 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
         acc = IdgiSum(x, len(alphas), ctx.scores)
         consume = acc
-        if alphas[0] > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
+        if a0 > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
             images = torch.arange(x.shape[0], device=x.device)
             consume = from_path_start(acc, engine.value(b, ctx.targets, images=images))
         point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
@@ -102,11 +114,11 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
         point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
         walk_path(ctx, len(alphas), point, acc, desc="IG")
         attributions = ((x - b) * acc.result(x)).contiguous()
-    if ctx.idgi or alphas[0] == 0.0:  # f_c at the path start p_0 was evaluated already
+    if ctx.idgi or a0 == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores
     else:
         baseline_scores = engine.value(b, ctx.targets, images=torch.arange(x.shape[0], device=x.device))
-    return MethodResult(attributions, baseline_scores, {"path_start": float(alphas[0])})
+    return MethodResult(attributions, baseline_scores, {"path_start": a0})
 
 
 def _adaptive_ig(ctx: MethodContext, tol: float | None) -> MethodResult:
