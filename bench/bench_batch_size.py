@@ -24,8 +24,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="the tiny model on 32x32 inputs")
     args = ap.parse_args()
+    from fastattr.allocator import tune_for_chunks
     from fastattr.images import bundled_images
     from fastattr.models import load_default_model
+
+    tune_for_chunks()  # the malloc policy the engine's CPU sessions apply (fastattr/allocator.py)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tiny:

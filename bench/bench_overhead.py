@@ -5,9 +5,10 @@ over the model-only floor: in time (interleaved medians) and in a load-insensiti
     python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
     python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
 
-Time: floor, IG and IDGI-IG run round-robin in one process (harness.interleaved); the overhead
-is (median - floor median) / steps in microseconds per step, as bench/bench_ig.py's tiny row
-(which adds captum and PAIR). Under load the medians drift by microseconds per step; --cpu-time
+Time: floor, a hand-written IG loop (the least any library pays: harness.handwritten_ig_fn, checked
+to give fastattr's map), IG and IDGI-IG run round-robin in one process (harness.interleaved); the
+overhead is (median - floor median) / steps in microseconds per step, as bench/bench_ig.py's tiny
+row (which adds captum and PAIR). Under load the medians drift by microseconds per step; --cpu-time
 runs one thread and times its CPU time, which other processes disturb less (caches and shared
 cores still do). This model is memory-bound, and the same floor took 9-14 ms per call in one
 process and another (2026-12-07, quiet machine, where pages land): --processes K runs the timing
@@ -36,22 +37,24 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import floor_fn, interleaved, report, tiny_model  # noqa: E402
+from harness import floor_fn, handwritten_ig_fn, interleaved, report, tiny_model  # noqa: E402
 
 import fastattr  # noqa: E402
 from fastattr.engine import default_batch_size  # noqa: E402
 
-CANDIDATES = ("floor", "fastattr IG", "fastattr IDGI-IG")
+CANDIDATES = ("floor", "hand-written IG", "fastattr IG", "fastattr IDGI-IG")
 
 
 def candidates(steps: int) -> dict:
-    """The tiny model's floor, IG and IDGI-IG at the engine's chunk size for 32x32 inputs."""
+    """The tiny model's floor, a hand-written IG loop (harness.handwritten_ig_fn: the least any
+    library does), fastattr IG and IDGI-IG at the engine's chunk size for 32x32 inputs."""
     model = tiny_model()
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     x = image[None]
     batch = default_batch_size(torch.device("cpu"), image.numel())
     return {
         "floor": floor_fn(model, image, steps, batch),
+        "hand-written IG": handwritten_ig_fn(model, image, steps, batch, target=3),
         "fastattr IG": lambda: fastattr.attribute(model, x, 3, steps=steps, batch_size=batch),
         "fastattr IDGI-IG": lambda: fastattr.attribute(model, x, 3, steps=steps, idgi=True, batch_size=batch),
     }
@@ -141,7 +144,12 @@ def calls_profile(steps: int) -> None:
 def timing(repeats: int, steps: int, threads: int, cpu: bool, quiet: bool = False) -> dict[str, float]:
     """-> per-step overhead over the floor (us) per candidate, printed unless quiet."""
     torch.set_num_threads(1 if cpu else threads)
-    t = interleaved(candidates(steps), repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter)
+    cands = candidates(steps)
+    ours, hand = cands["fastattr IG"](), cands["hand-written IG"]()
+    gap = float((ours[0] - hand).abs().max() / hand.abs().max())
+    if gap > 1e-4:  # the lower bound must compute the same map, or it bounds nothing
+        raise RuntimeError(f"hand-written IG differs from fastattr IG by {gap:.2e} of its max")
+    t = interleaved(cands, repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter)
     how = "1 thread, CPU time of the thread" if cpu else f"{threads} threads, wall time"
     med = {k: statistics.median(v) for k, v in t.items()}
     over = {k: (v - med["floor"]) / steps * 1e6 for k, v in med.items() if k != "floor"}

@@ -51,6 +51,42 @@ def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
     return run
 
 
+def handwritten_ig_fn(model: nn.Module, image: torch.Tensor, steps: int, batch: int, target: int = 0,
+                      output: str = "probability", channels_last: bool | None = None
+                      ) -> Callable[[], torch.Tensor]:
+    """The least an IG implementation does beyond the floor: f_c at the input (one forward, for
+    the completeness delta), then per chunk the points a_k x (zero baseline, left rule) built by
+    one multiply in the model's memory format, one forward+backward, the gradients summed; map
+    x * sum / steps (C, H, W). No checks, no target choice, nothing reusable: a lower bound for
+    what any library pays over the floor."""
+    flags = [p.requires_grad for p in model.parameters()]
+    fmt = torch.channels_last if (uses_conv2d(model) if channels_last is None else channels_last) \
+        else torch.contiguous_format
+    x = image[None].contiguous(memory_format=fmt)
+    alphas = (torch.arange(steps, dtype=image.dtype) / steps).view(-1, *([1] * image.dim()))
+
+    def score(logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1)[:, target] if output == "probability" else logits[:, target]
+
+    def run() -> torch.Tensor:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            with torch.no_grad():
+                score(model(x))
+            acc = torch.zeros_like(x[0])
+            for a in alphas.split(batch):
+                pts = (a * x).requires_grad_(True)
+                (g,) = torch.autograd.grad(score(model(pts)).sum(), pts)
+                acc.add_(g.sum(0))
+            return acc * x[0] / steps
+        finally:
+            for p, f in zip(model.parameters(), flags):
+                p.requires_grad_(f)
+
+    return run
+
+
 def interleaved(cands: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
                 clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Times (s, by `clock`: wall time by default) of each candidate, run round-robin `repeats`

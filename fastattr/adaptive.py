@@ -313,8 +313,9 @@ class AdaptivePath:
         # Chunks never mix images: CPU kernels' last bits depend on the batch's size and on a
         # point's position in it (oneDNN's channels-last average pool, MKL's GEMM for M = 3 vs 8,
         # measured here), so an image's points must meet the same chunks alone and in any batch.
-        # Rounds are small (MIN_ROUND points), and on this CPU 4 points per forward cost no more
-        # per point than 8 (EfficientNet-Lite0 224 px, 2 threads: 30 vs 47 ms per point).
+        # Rounds are small (MIN_ROUND points): a chunk of 4 costs 35 ms per point against 29 at 8
+        # (EfficientNet-Lite0 224 px, 2 threads), yet a 4-image IDGI-IG call took 4.39 s with
+        # per-image chunks against 4.80 s mixed (docs/adaptive.md item 3).
         bounds, start = [], 0
         for ss in new.values():
             bounds.extend((start + a, start + b) for a, b in self._chunks(len(ss), engine.batch_size))

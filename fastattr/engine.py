@@ -17,7 +17,8 @@ from fastattr.model_io import OUTPUTS, select_output  # noqa: F401  (re-exported
 
 # Chunk sizes measured per device (bench/bench_batch_size.py): on the 2-core CPU, EfficientNet-Lite0
 # at 224x224 costs 79/65/54/70/86 ms per point at chunks of 1/4/8/16/32 (cache-resident
-# activations at 8); on a GPU larger chunks fill the device (not measured here: no GPU).
+# activations at 8), and with fastattr/allocator.py's malloc policy 37/35/30/29/34 ms at chunks of
+# 2/4/6/8/16 (2026-12-07); on a GPU larger chunks fill the device (not measured here: no GPU).
 DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
 
 
