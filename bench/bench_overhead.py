@@ -4,6 +4,8 @@ over the model-only floor: in time (interleaved medians) and in a load-insensiti
     python bench/bench_overhead.py [--repeats 40] [--steps 256] [--threads 2] [--cpu-time] [--processes K]
     python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
     python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
+    python bench/bench_overhead.py --cold-ops            # small ops warm and right after a chunk
+    python bench/bench_overhead.py --ops-by-line --steps 64   # fastattr IG's torch ops per source line
 
 Time: floor, a hand-written IG loop (the least any library pays: harness.handwritten_ig_fn, checked
 to give fastattr's map), IG and IDGI-IG run round-robin in one process (harness.interleaved); the
@@ -22,8 +24,14 @@ one call's, and (candidate - floor) / steps the overhead per step. Instruction
 counts do not depend on the machine's load (they do not see cache misses either: a permuting
 copy costs more time than its instructions suggest).
 
+Cold ops (--cold-ops): the median time of a few small torch ops (a sum, an add, an empty tensor, a
+cat) in a tight loop and right after one chunk's forward+backward of the floor, one thread: a
+chunk's activations and gradients (several MB) evict what the next op's dispatch needs, so every
+op and Python function after (or before) the model's chunks costs far more than its instructions.
+
 Calls profile (--calls-profile): cProfile's count of Python function calls (and of torch ops
-called from Python) in one attribution, after warm-up: the per-chunk Python work, exactly.
+called from Python) in one attribution, after warm-up, and the number of torch ops it dispatches
+(forward and backward; `--steps 64` is one chunk): the per-call and per-chunk work, exactly.
 """
 from __future__ import annotations
 
@@ -138,7 +146,75 @@ def calls_profile(steps: int) -> None:
         torch_ops = sum(c[1] for f, c in st.stats.items() if f[0] == "~" and
                         ("torch" in f[2] or "Tensor" in f[2] or "fastattr" in f[2]))
         print(f"{name}: {st.total_calls} Python-visible calls per attribution, {torch_ops} of them torch "
-              f"built-ins/methods")
+              f"built-ins/methods, {dispatched_ops(fn)} dispatched torch ops")
+
+
+def dispatched_ops(fn, by_line: bool = False):
+    """How many aten/fastattr ops one call of fn dispatches (forward and backward); by_line: a
+    list of (fastattr source line, its ops) in call order instead (ops autograd runs are listed
+    under the line that started the backward)."""
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    rows: list[tuple[str, str]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            where = "-"
+            if by_line:
+                ours = [f for f in traceback.extract_stack() if f"{os.sep}fastattr{os.sep}" in f.filename]
+                if ours:
+                    f = ours[-1]
+                    where = f"{f.filename.rsplit(os.sep + 'fastattr' + os.sep, 1)[-1]}:{f.lineno}  {f.line.strip()[:60]}"
+            rows.append((where, str(func).replace("aten.", "")))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    if not by_line:
+        return len(rows)
+    lines: dict[str, list[str]] = {}
+    for where, op in rows:
+        lines.setdefault(where, []).append(op)
+    return list(lines.items())
+
+
+def ops_by_line(steps: int) -> None:
+    torch.set_num_threads(1)
+    fn = candidates(steps)["fastattr IG"]
+    fn(), fn()
+    lines = dispatched_ops(fn, by_line=True)
+    print(f"fastattr IG, {steps} steps: {sum(len(ops) for _, ops in lines)} dispatched ops")
+    for where, ops in lines:
+        print(f"{len(ops):4d}  {where:80s} {', '.join(ops)[:100]}")
+
+
+def cold_ops(repeats: int) -> None:
+    from fastattr.allocator import tune_for_chunks
+
+    torch.set_num_threads(1)
+    tune_for_chunks()  # as in an attribution
+    model = tiny_model()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    chunk = floor_fn(model, image, 64, 64)  # one chunk of 64 points
+    x, small = image[None], torch.rand(2)
+    ops = {"x.sum()": lambda: x.sum(), "small + 1": lambda: small + 1, "torch.empty(3)": lambda: torch.empty(3),
+           "torch.cat([x, x])": lambda: torch.cat([x, x]), "bool(torch.isfinite(x).all())": lambda: bool(torch.isfinite(x).all())}
+
+    def median_us(op, after_chunk: bool) -> float:
+        times = []
+        for _ in range(repeats):
+            if after_chunk:
+                chunk()
+            t0 = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+
+    print("| op (1 thread) | warm, us | right after a chunk, us |\n|---|---|---|")
+    for name, op in ops.items():
+        print(f"| `{name}` | {median_us(op, False):.1f} | {median_us(op, True):.1f} |")
 
 
 def timing(repeats: int, steps: int, threads: int, cpu: bool, quiet: bool = False) -> dict[str, float]:
@@ -186,6 +262,8 @@ def main() -> None:
     ap.add_argument("--count", action="store_true", help="callgrind instruction counts (valgrind)")
     ap.add_argument("--calls", type=int, default=4, help="--count: attributions counted per process")
     ap.add_argument("--calls-profile", action="store_true", help="cProfile call counts per attribution")
+    ap.add_argument("--cold-ops", action="store_true", help="small ops warm and right after a chunk (1 thread)")
+    ap.add_argument("--ops-by-line", action="store_true", help="fastattr IG's dispatched ops per source line")
     ap.add_argument("--processes", type=int, default=1, help="run the timing in K fresh processes: median, range")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -202,6 +280,10 @@ def main() -> None:
         count(args.calls, args.steps)
     elif args.calls_profile:
         calls_profile(args.steps)
+    elif args.ops_by_line:
+        ops_by_line(args.steps)
+    elif args.cold_ops:
+        cold_ops(max(args.repeats, 100))
     else:
         timing(args.repeats, args.steps, args.threads, args.cpu_time)
 
