@@ -146,13 +146,13 @@ def calls_profile(steps: int) -> None:
         torch_ops = sum(c[1] for f, c in st.stats.items() if f[0] == "~" and
                         ("torch" in f[2] or "Tensor" in f[2] or "fastattr" in f[2]))
         print(f"{name}: {st.total_calls} Python-visible calls per attribution, {torch_ops} of them torch "
-              f"built-ins/methods, {dispatched_ops(fn)} dispatched torch ops")
+              f"built-ins/methods, {len(dispatched_ops(fn))} dispatched torch ops")
 
 
-def dispatched_ops(fn, by_line: bool = False):
-    """How many aten/fastattr ops one call of fn dispatches (forward and backward); by_line: a
-    list of (fastattr source line, its ops) in call order instead (ops autograd runs are listed
-    under the line that started the backward)."""
+def dispatched_ops(fn, by_line: bool = False) -> list[tuple[str, str]]:
+    """(where, op) for every aten/fastattr op one call of fn dispatches (forward and backward), in
+    order; by_line: `where` is the innermost fastattr source line on the stack (ops autograd runs
+    are listed under the line that started the backward), else "-"."""
     import traceback
 
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -172,21 +172,19 @@ def dispatched_ops(fn, by_line: bool = False):
 
     with Record():
         fn()
-    if not by_line:
-        return len(rows)
-    lines: dict[str, list[str]] = {}
-    for where, op in rows:
-        lines.setdefault(where, []).append(op)
-    return list(lines.items())
+    return rows
 
 
 def ops_by_line(steps: int) -> None:
     torch.set_num_threads(1)
     fn = candidates(steps)["fastattr IG"]
     fn(), fn()
-    lines = dispatched_ops(fn, by_line=True)
-    print(f"fastattr IG, {steps} steps: {sum(len(ops) for _, ops in lines)} dispatched ops")
-    for where, ops in lines:
+    rows = dispatched_ops(fn, by_line=True)
+    lines: dict[str, list[str]] = {}  # source line -> its ops, lines in the order first met
+    for where, op in rows:
+        lines.setdefault(where, []).append(op)
+    print(f"fastattr IG, {steps} steps: {len(rows)} dispatched ops")
+    for where, ops in lines.items():
         print(f"{len(ops):4d}  {where:80s} {', '.join(ops)[:100]}")
 
 

@@ -30,7 +30,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import interleaved, report  # noqa: E402
+from harness import frozen, interleaved, report  # noqa: E402
 
 import fastattr  # noqa: E402
 from fastattr.engine import default_batch_size  # noqa: E402
@@ -76,21 +76,17 @@ def floor_fn(model, ids, mask, steps: int, chunk: int):
         return held["p"]
 
     def run():
-        flags = [p.requires_grad for p in model.parameters()]
-        for p in model.parameters():
-            p.requires_grad_(False)
         handle = emb.register_forward_hook(hook)
         try:
-            for s in range(0, n * steps, chunk):
-                rows = point_row[s:s + chunk]
-                p = h.index_select(0, rows).requires_grad_(True)
-                held["p"] = p
-                y = model(ids.index_select(0, rows), attention_mask=mask.index_select(0, rows)).logits[:, 1]
-                torch.autograd.grad(y.sum(), p)
+            with frozen(model):
+                for s in range(0, n * steps, chunk):
+                    rows = point_row[s:s + chunk]
+                    p = h.index_select(0, rows).requires_grad_(True)
+                    held["p"] = p
+                    y = model(ids.index_select(0, rows), attention_mask=mask.index_select(0, rows)).logits[:, 1]
+                    torch.autograd.grad(y.sum(), p)
         finally:
             handle.remove()
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
 
     return run
 

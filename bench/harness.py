@@ -5,9 +5,10 @@ the same run, interleaved round by round, and reported as medians and ratios.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,20 +23,36 @@ def tiny_model(num_classes: int = 10, seed: int = 0) -> nn.Module:
                          nn.Flatten(), nn.Linear(128, num_classes)).eval()
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters with requires_grad off while the block runs (no parameter
+    gradients, as in the engine's sessions); every flag restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+def engine_format(model: nn.Module, channels_last: bool | None = None) -> torch.memory_format:
+    """The memory format the engine feeds `model` (channels-last for conv models) unless given."""
+    if channels_last is None:
+        channels_last = uses_conv2d(model)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
              output: str = "probability", channels_last: bool | None = None) -> Callable[[], None]:
     """The model-only floor: `passes` points of f_c forward+backward w.r.t. the input, in chunks
     of `batch`, parameters frozen, no attribution arithmetic. image (C, H, W). channels_last None:
     the memory format the engine feeds this model (channels-last for conv models)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    if channels_last is None:
-        channels_last = uses_conv2d(model)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = engine_format(model, channels_last)
 
     def run():
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(model):
             done = 0
             while done < passes:
                 n = min(batch, passes - done)
@@ -44,9 +61,6 @@ def floor_fn(model: nn.Module, image: torch.Tensor, passes: int, batch: int,
                 y = logits.softmax(-1)[:, 0] if output == "probability" else logits[:, 0]
                 torch.autograd.grad(y.sum(), x)
                 done += n
-        finally:
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
 
     return run
 
@@ -59,19 +73,14 @@ def handwritten_ig_fn(model: nn.Module, image: torch.Tensor, steps: int, batch: 
     one multiply in the model's memory format, one forward+backward, the gradients summed; map
     x * sum / steps (C, H, W). No checks, no target choice, nothing reusable: a lower bound for
     what any library pays over the floor."""
-    flags = [p.requires_grad for p in model.parameters()]
-    fmt = torch.channels_last if (uses_conv2d(model) if channels_last is None else channels_last) \
-        else torch.contiguous_format
-    x = image[None].contiguous(memory_format=fmt)
+    x = image[None].contiguous(memory_format=engine_format(model, channels_last))
     alphas = (torch.arange(steps, dtype=image.dtype) / steps).view(-1, *([1] * image.dim()))
 
     def score(logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1)[:, target] if output == "probability" else logits[:, target]
 
     def run() -> torch.Tensor:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(model):
             with torch.no_grad():
                 score(model(x))
             acc = torch.zeros_like(x[0])
@@ -80,9 +89,6 @@ def handwritten_ig_fn(model: nn.Module, image: torch.Tensor, steps: int, batch: 
                 (g,) = torch.autograd.grad(score(model(pts)).sum(), pts)
                 acc.add_(g.sum(0))
             return acc * x[0] / steps
-        finally:
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
 
     return run
 

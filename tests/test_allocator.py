@@ -4,6 +4,7 @@ changes a map."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,8 +37,6 @@ print(json.dumps({"applied": allocator._state["applied"], "allocated_mb": r1 - r
 
 
 def probe(env_extra: dict, method: str = "ig") -> dict:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "FASTATTR_MALLOC_TUNING"}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", PROBE, method], env=env, capture_output=True, text=True,
