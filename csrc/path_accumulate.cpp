@@ -3,8 +3,11 @@
 //   acc[index[s]] += coef[s] * grads[s]                          (idgi = false, Riemann rule)
 //   acc[index[s]] += grads[s]^2 * coef[s] / sum(grads[s]^2)      (idgi = true, coef = dy)
 //
-// grads (S, D) float32/float64/half/bfloat16, coef (S,) float, index (S,) int64 rows of acc,
-// acc (N, D) float32 or float64 (mutated). Steps of the same image may appear several times.
+// grads (S, D) float32/float64/half/bfloat16, or (S, ...) with D elements per step: a channels-last
+// 4-D tensor's rows in its memory order (H, W, C), any other tensor's in its logical order (the
+// engine's channels-last gradients go in as they come: a permute + view per chunk cost two
+// dispatched ops, microseconds each on a tiny model). coef (S,) float, index (S,) int64 rows of
+// acc, acc (N, D) float32 or float64 (mutated). Steps of the same image may appear several times.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -18,8 +21,8 @@ namespace {
 
 void check_args(const at::Tensor& acc, const at::Tensor& grads, const at::Tensor& coef,
                 const at::Tensor& index) {
-  TORCH_CHECK(acc.dim() == 2 && grads.dim() == 2, "path_accumulate: acc and grads must be 2-D");
-  TORCH_CHECK(acc.size(1) == grads.size(1), "path_accumulate: acc and grads differ in D");
+  TORCH_CHECK(acc.dim() == 2 && grads.dim() >= 2, "path_accumulate: acc must be 2-D and grads (S, ...)");
+  TORCH_CHECK(grads.numel() == grads.size(0) * acc.size(1), "path_accumulate: acc and grads differ in D");
   TORCH_CHECK(coef.dim() == 1 && coef.size(0) == grads.size(0), "path_accumulate: coef must be (S,)");
   TORCH_CHECK(index.dim() == 1 && index.size(0) == grads.size(0), "path_accumulate: index must be (S,)");
   TORCH_CHECK(index.scalar_type() == at::kLong, "path_accumulate: index must be int64");
@@ -138,10 +141,13 @@ void accumulate_cpu(acc_t* acc, const grad_t* grads, const double* coef, const i
 void path_accumulate_cpu(at::Tensor acc, const at::Tensor& grads_in, const at::Tensor& coef_in,
                          const at::Tensor& index_in, bool idgi) {
   check_args(acc, grads_in, coef_in, index_in);
-  auto grads = grads_in.contiguous();
+  // (S, D) rows in memory order: a contiguous or channels-last 4-D tensor as it is (no copy)
+  const bool dense = grads_in.is_contiguous() ||
+                     (grads_in.dim() == 4 && grads_in.is_contiguous(at::MemoryFormat::ChannelsLast));
+  auto grads = dense ? grads_in : grads_in.reshape({grads_in.size(0), -1}).contiguous();
   auto coef = coef_in.to(at::kDouble).contiguous();
   auto index = index_in.contiguous();
-  const int64_t S = grads.size(0), D = grads.size(1), N = acc.size(0);
+  const int64_t S = grads.size(0), D = acc.size(1), N = acc.size(0);
   if (S == 0 || D == 0) return;
   // Checked here, not inside the parallel region (exceptions must not leave OpenMP threads).
   const int64_t* idx = index.data_ptr<int64_t>();

@@ -1,6 +1,8 @@
 """Public entry points: fastattr.attribute and fastattr.explain."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -10,6 +12,7 @@ from fastattr import model_io
 from fastattr import validation as v
 from fastattr.backward import BACKWARDS
 from fastattr.engine import Engine, select_output
+from fastattr.host_checks import rows_equal
 from fastattr.methods import METHODS, MethodContext
 from fastattr.methods.integrated_gradients import RULES
 
@@ -109,6 +112,16 @@ def prepare_inputs(engine: Engine, x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
 
 
+def target_column(target, t: torch.Tensor) -> int | None:
+    """The one class all examples are explained for, as a Python int, when the caller gave an int
+    or there is one example (MethodContext.target_column); None otherwise. t (N,) the checked targets."""
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return int(target)
+    if t.shape[0] == 1:
+        return int(t)
+    return None
+
+
 def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target, method: str,
                         steps: int | None, rule: str, idgi: bool, progress: bool,
                         method_options: dict) -> Explanation:
@@ -127,31 +140,36 @@ def explain_with_engine(engine: Engine, x: torch.Tensor, b: torch.Tensor, target
         e.attributions = e.attributions[:, 0]
         return e
     evals_before = engine.grad_evals
-    engine.fit_batch(x[0].numel())
+    engine.fit_batch(math.prod(x.shape[1:]))  # shape math: x[0] is a dispatched op
     n = x.shape[0]
     with engine.session(images=n):  # on exit: a ValueError if any f_c on the path was NaN or inf
         logits = engine.logits(x)  # one forward: the target when none is given, and f_c(x)
         t = v.check_target(target, n, logits.shape[1], x.device)
         if t is None:
             t = logits.argmax(dim=1)
-        scores = select_output(logits, t, engine.output)
+        column = target_column(target, t)
+        scores = select_output(logits, t if column is None else column, engine.output)
         model_io.check_scores_finite(scores)
         ctx = MethodContext(engine, x, b, t, scores, steps if steps is not None else spec.default_steps,
-                            rule, bool(idgi), progress)
+                            rule, bool(idgi), progress, target_column=column)
         result = spec.fn(ctx, **method_options)
     attributions = result.attributions.to(x.dtype)
     baseline_scores = result.baseline_scores.to(scores.dtype)
     # A path of zero length (baseline == input, or the method says so) has an exactly zero map and
     # f_c(start) = f_c(x): forward passes of the same point in other chunk compositions can differ
     # by rounding, and a percentile-normalised heatmap would show that noise at full contrast.
-    still = (x == b).flatten(1).all(1) if spec.baseline else torch.zeros(n, dtype=torch.bool, device=x.device)
+    still = None
+    if spec.baseline:  # one host loop over x and b (fastattr.host_checks), no torch op when none is still
+        equal = rows_equal(x, b)
+        if any(equal):
+            still = torch.tensor(equal, dtype=torch.bool, device=x.device)
     if result.still is not None:
-        still = still | result.still
-    if bool(still.any()):
+        still = result.still if still is None else still | result.still
+    if still is not None and bool(still.any()):
         attributions = attributions.masked_fill(still.view(-1, *([1] * (x.dim() - 1))), 0)
         baseline_scores = torch.where(still, scores, baseline_scores)
     model_io.check_map_finite(attributions)
-    delta = attributions.flatten(1).sum(1) - (scores - baseline_scores)
+    delta = attributions.sum(tuple(range(1, attributions.dim()))) - (scores - baseline_scores)
     return Explanation(attributions, t, scores, baseline_scores, delta,
                        engine.grad_evals - evals_before, method, result.extras)
 

@@ -29,6 +29,8 @@ DEFAULT_BATCH = {"cpu": 8, "cuda": 64}
 REFERENCE_POINT_NUMEL = 3 * 224 * 224
 MAX_BATCH = 64
 
+_ONES: dict = {}  # (shape, dtype, device) -> ones: the scores' gradient in backward (Engine._ones)
+
 
 def default_batch_size(device: torch.device, point_numel: int | None = None) -> int:
     """Chunk size (points per forward+backward) for `device` and points of `point_numel` elements
@@ -103,7 +105,6 @@ class Engine:
         self._backward_ctx = None
         self._eval_ctx = None
         self._check: model_io.FiniteCheck | None = None
-        self._ones_cache: dict = {}  # (shape, dtype, device) -> ones, the scores' gradient in backward
         # How the model is called (fastattr.forward): its input space, or a layer's output space
         # with per-example model inputs. Set per call by fastattr.layer; entered with the session.
         self.forward = InputForward()
@@ -152,7 +153,7 @@ class Engine:
         finally:
             self.model_point_shape = old
 
-    def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor,
+    def _value_and_grad(self, xs: torch.Tensor, ts: torch.Tensor | int,
                         rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """f_c and its gradient at the leaf xs; an output that does not depend on xs has gradient
         exactly zero (autograd would raise "does not require grad" / "unused input")."""
@@ -171,25 +172,35 @@ class Engine:
         (g,) = torch.autograd.grad(y, xs, grad_outputs=self._ones(y), allow_unused=True, materialize_grads=True)
         return y, g
 
-    def _ones(self, y: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _ones(y: torch.Tensor) -> torch.Tensor:
+        """ones like y (B,), shared by all engines (autograd only reads grad_outputs): an engine is
+        made per call, and a new ones per call was one more op."""
         key = (y.shape, y.dtype, y.device)
-        ones = self._ones_cache.get(key)
+        ones = _ONES.get(key)
         if ones is None:
+            if len(_ONES) >= 64:  # chunk sizes vary little; a bound all the same
+                _ONES.clear()
             with torch.inference_mode(False):
-                ones = self._ones_cache[key] = torch.ones(y.shape, dtype=y.dtype, device=y.device)
+                ones = _ONES[key] = torch.ones(y.shape, dtype=y.dtype, device=y.device)
         return ones
 
-    def _padded(self, x: torch.Tensor, targets: torch.Tensor | None,
-                pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, ...) and targets (B,) (or None) with their last row repeated up to the chunk size
+    def _padded(self, x: torch.Tensor, targets: torch.Tensor | int | None,
+                pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor | int | None]:
+        """x (B, ...) and targets (B,) (or None, or one class for all: an int) with their last row repeated up to the chunk size
         the engine pads to (the batch size when compiled, else pad_to); unchanged when B reaches it."""
         n = x.shape[0]
         size = self.batch_size if self.pad else pad_to
         if n >= size:
             return x, targets
         extra = size - n
-        x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
-        if targets is not None:
+        if n == 1:  # copies of one row: one expand (a cat of views was 3 ops), made contiguous below
+            x = x.expand(size, *x.shape[1:])
+            if not (self.channels_last and x.dim() == 4):  # in_model_format copies it anyway
+                x = x.contiguous()
+        else:
+            x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
+        if isinstance(targets, torch.Tensor):
             targets = torch.cat([targets, targets[-1:].expand(extra)])
         return x, targets
 
@@ -278,9 +289,10 @@ class Engine:
         for start in range(0, total, self.batch_size):
             yield start, min(start + self.batch_size, total)
 
-    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor,
+    def value_and_grad(self, x: torch.Tensor, targets: torch.Tensor | int,
                        images: torch.Tensor | None = None, pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """f_c and its gradient for one chunk. x (B, ...) with B <= batch_size, targets (B,),
+        """f_c and its gradient for one chunk. x (B, ...) with B <= batch_size, targets (B,) (or
+        an int: one class for every point),
         images (B,) the image each point belongs to (names it if its score is NaN/inf) ->
         (y (B,), g (B, ...)) in x's dtype. One forward+backward; no parameter gradients. pad_to:
         a smaller chunk is padded to that many points (its last point repeated, not counted):
@@ -291,27 +303,36 @@ class Engine:
         if self._depth == 0:  # a chunk on its own; walks hold one session for all their chunks
             with self.session():
                 return self.value_and_grad(x, targets, images, pad_to)
-        # inference_mode(False): a caller inside torch.inference_mode() still gets gradients;
-        # clone() turns an inference tensor into a normal one that autograd can record.
-        # (Every dispatched op here costs microseconds on a tiny model, after a chunk's forward and
-        # backward have evicted the caches: no op that a plain chunk does not need.)
-        with torch.inference_mode(False):
-            xp, tp = self._padded(x, targets, pad_to)
-            if xp.is_inference():
-                xp = xp.clone()
-            if tp.is_inference():
-                tp = tp.clone()
-            xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
-            with torch.enable_grad():
-                rows = self._padded_rows(images, xp.shape[0]) if self.forward.per_example else None
-                y, g = self._value_and_grad(xp, tp, rows)
-            padded = xp.shape[0] != n
-            y = y[:n].detach() if padded else y.detach()
-            self._observe(y, images)
+        # inference_mode(False): a caller inside torch.inference_mode() (or no_grad) still gets
+        # gradients. Entered only when needed: two Python context managers per chunk otherwise.
+        if torch.is_inference_mode_enabled() or not torch.is_grad_enabled():
+            with torch.inference_mode(False), torch.enable_grad():
+                y, g, padded = self._chunk(x, targets, images, pad_to)
+        else:
+            y, g, padded = self._chunk(x, targets, images, pad_to)
         self.grad_evals += n
         if self.progress is not None:
             self.progress.update(n)
         return y, (g[:n] if padded else g)
+
+    def _chunk(self, x, targets, images, pad_to) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """value_and_grad's chunk with grad mode on and inference mode off: (y, g, padded), y and g
+        still with any padding rows. (Every dispatched op here costs microseconds on a tiny model,
+        after a chunk's forward and backward have evicted the caches: no op a plain chunk does not
+        need.)"""
+        n = x.shape[0]
+        xp, tp = self._padded(x, targets, pad_to)
+        if xp.is_inference():  # clone(): an inference tensor becomes one autograd can record
+            xp = xp.clone()
+        if isinstance(tp, torch.Tensor) and tp.is_inference():
+            tp = tp.clone()
+        xp = xp.detach().requires_grad_(True)  # a fresh leaf; the caller's tensor is untouched
+        rows = self._padded_rows(images, xp.shape[0]) if self.forward.per_example else None
+        y, g = self._value_and_grad(xp, tp, rows)
+        padded = xp.shape[0] != n
+        y = y[:n].detach() if padded else y.detach()
+        self._observe(y, images)
+        return y, g, padded
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -319,15 +340,17 @@ class Engine:
         points, chunked, no graph. x (P, ...) -> (P, K) in x's dtype (float32 or float64). rows
         (P,): the row of the call's inputs each point belongs to (None: point p is row p)."""
         outs = []
+        total = x.shape[0]
         with self.session():
-            for s, e in self.chunks(x.shape[0]):
+            for s, e in self.chunks(total):
                 # a lone point goes with a copy: a batch of 1 rounds differently (value_and_grad)
-                xc, _ = self._padded(x[s:e], None, 2 if self.batch_size > 1 else 0)
+                xc, _ = self._padded(x if e - s == total else x[s:e], None, 2 if self.batch_size > 1 else 0)
                 rc = None
                 if self.forward.per_example:  # the rows pick the points' model inputs
                     rc = torch.arange(s, e, device=x.device) if rows is None else rows[s:e]
                     rc = self._padded_rows(rc, xc.shape[0])
-                outs.append(self._logits(xc, rc)[: e - s])
+                out = self._logits(xc, rc)
+                outs.append(out if xc.shape[0] == e - s else out[: e - s])
         self.forward_evals += x.shape[0]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 

@@ -167,6 +167,8 @@ class InputForward:
         if engine.model_point_shape is not None:  # differentiable: gradients come back as the points' shape
             xm = xm.reshape(xm.shape[0], *engine.model_point_shape)
         kw = _NO_KWARGS if self.kwargs is None else self.kwargs.take(self.examples(rows))
+        if engine.autocast_dtype is None and not engine.compile:  # the plain call: no context per chunk
+            return engine.model(xm, **kw)
         # Autocast around the (compiled) call: dynamo traces under the active autocast state and
         # guards on it; the output callable and the output form run in x's dtype afterwards.
         with model_io.autocast(engine.device, engine.autocast_dtype):

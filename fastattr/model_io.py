@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from fastattr.validation import all_finite
+from fastattr.host_checks import all_finite, on_host
 
 # output= strings: f_c = softmax(scores)[c], scores[c], sigmoid(scores)[c]. A callable
 # raw_output -> (N, K) scores is the fourth form (f_c = scores[:, c], nothing applied after it).
@@ -172,9 +172,9 @@ def model_scores(raw, n: int, output) -> torch.Tensor:
     return as_scores(unwrap(raw), n, "the model")
 
 
-def select_output(scores: torch.Tensor, targets: torch.Tensor, output) -> torch.Tensor:
+def select_output(scores: torch.Tensor, targets: torch.Tensor | int, output) -> torch.Tensor:
     """f_c per row: softmax probability, logit, sigmoid, or the callable's score of class
-    targets[i]. scores (B, K) -> (B,)."""
+    targets[i] (targets (B,)), or of class `targets` for every row (an int). scores (B, K) -> (B,)."""
     if output == "probability":
         if scores.shape[1] == 1:
             raise ValueError("output: 'probability' is the softmax over the K scores, and the model gives "
@@ -183,6 +183,8 @@ def select_output(scores: torch.Tensor, targets: torch.Tensor, output) -> torch.
         scores = scores.softmax(dim=-1)
     elif output == "sigmoid":
         scores = scores.sigmoid()
+    if isinstance(targets, int):  # one op, and one in backward (a gather's are 3 and 3, same values)
+        return scores[:, targets]
     return scores.gather(1, targets[:, None]).squeeze(1)
 
 
@@ -195,7 +197,9 @@ class FiniteCheck:
     could, at 1e38 logits). One op per chunk, in place: on the tiny model of bench/bench_overhead.py
     every small op after a chunk's forward+backward costs microseconds, and keeping the chunks'
     scores for one check at the end was slower still (the small live tensors fragment glibc's
-    heap between the chunks' large blocks). `raise_if_bad` syncs once per call."""
+    heap between the chunks' large blocks). `raise_if_bad` syncs once per call. On the host (CPU),
+    where reading a flag drains no queue, a chunk's scores are checked by fastattr.host_checks (a
+    plain loop, no torch op), and only a chunk with a NaN/inf goes into the buffer."""
 
     def __init__(self, n: int | None, device):
         self.n, self.device = n, device
@@ -203,6 +207,8 @@ class FiniteCheck:
 
     def observe(self, y: torch.Tensor, images: torch.Tensor | None) -> None:
         """Record f_c values y (B,) of points of images `images` (B,) (None: not attributed)."""
+        if on_host(y) and all_finite(y):
+            return
         if self.bad is None:
             with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
                 self.bad = torch.zeros((self.n or 0) + 1, dtype=y.dtype, device=self.device)

@@ -3,7 +3,9 @@ that turn per-point gradients into maps. Memory is bounded by the chunk, not by 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+import functools
+import math
+from typing import Callable, Iterator
 
 import torch
 
@@ -35,19 +37,68 @@ def progress_bar(ctx: MethodContext, total: int, desc: str):
 # int64 per point: 96 MB); per chunk they are then views (fewer small ops per chunk matter for
 # cheap models). Beyond it they are computed per chunk, so memory never grows with the steps.
 PREBUILT_POINTS = 1 << 22
+# Walks of at most this many points keep their indices between calls (walk_plan: 16 bytes per
+# point, 1 MB at most per plan): a repeated call on a cheap model then builds none (arange, //, %:
+# three ops of 10-50 us each right after the previous call's chunks, bench/bench_overhead.py).
+CACHED_PLAN_POINTS = 1 << 16
+
+
+def walk_plan(n: int, steps: int, size: int, device: torch.device):
+    """(images (P,), image chunks, step chunks) of walk_path's order for n images of `steps`
+    points in chunks of `size`: point p is image p // steps, step p % steps. Read-only (small
+    plans are shared between calls)."""
+    if n * steps <= CACHED_PLAN_POINTS:
+        return _cached_plan(n, steps, size, device)
+    return _plan(n, steps, size, device)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_plan(n: int, steps: int, size: int, device: torch.device):
+    return _plan(n, steps, size, device)
+
+
+def _plan(n: int, steps: int, size: int, device: torch.device):
+    with torch.inference_mode(False):  # normal tensors: usable inside and outside inference mode
+        idx = torch.arange(n * steps, device=device)
+        images, keys = idx // steps, idx % steps
+        return images, images.split(size), keys.split(size)
+
+
+def walk_columns(ctx: MethodContext, steps: int, values: torch.Tensor) -> Iterator[torch.Tensor]:
+    """values[k] (B, ...) for each chunk of walk_path(ctx, steps, ...), in walk order, k the
+    chunk's steps; values (steps, ...) per-step values (a rule's path fractions or weights). For
+    one image the chunks' steps are consecutive, so these are views (no op per chunk)."""
+    n, size = ctx.inputs.shape[0], ctx.engine.batch_size
+    if n == 1:
+        yield from values.split(size)
+        return
+    total = n * steps
+    if total <= PREBUILT_POINTS:
+        for k in walk_plan(n, steps, size, values.device)[2]:
+            yield values.index_select(0, k)
+        return
+    for start, stop in ctx.engine.chunks(total):
+        yield values.index_select(0, torch.arange(start, stop, device=values.device) % steps)
 
 
 def walk_path(ctx: MethodContext, steps: int, point: PointFn, consume: ConsumeFn, desc: str = "path") -> None:
     """Evaluate `steps` points per image, packed image-major into chunks of the engine's batch
     size: point(i, k) builds a chunk's points, consume(i, k, y, g) receives f_c and gradients.
-    Chunks arrive in order and cover points 0..N*steps-1 (point p is image p // steps, step p % steps)."""
+    Chunks arrive in order and cover points 0..N*steps-1 (point p is image p // steps, step p % steps):
+    point and consume are called once per chunk in that order (walk_columns relies on it)."""
     n = ctx.inputs.shape[0]
     total = n * steps
     device = ctx.inputs.device
     with progress_bar(ctx, total, desc), ctx.engine.session():
         if total <= PREBUILT_POINTS:
-            idx = torch.arange(total, device=device)
-            walk_points(ctx, idx // steps, idx % steps, point, consume)
+            images, image_chunks, key_chunks = walk_plan(n, steps, ctx.engine.batch_size, device)
+            if ctx.target_column is not None:  # one class for all: selected by index (Engine.value_and_grad)
+                targets = [ctx.target_column] * len(image_chunks)
+            else:
+                targets = ctx.targets.index_select(0, images).split(ctx.engine.batch_size)
+            for i, k, t in zip(image_chunks, key_chunks, targets):
+                y, g = ctx.engine.value_and_grad(point(i, k), t, images=i)
+                consume(i, k, y, g)
             return
         for start, stop in ctx.engine.chunks(total):
             idx = torch.arange(start, stop, device=device)
@@ -56,32 +107,21 @@ def walk_path(ctx: MethodContext, steps: int, point: PointFn, consume: ConsumeFn
             consume(i, k, y, g)
 
 
-def walk_points(ctx: MethodContext, images: torch.Tensor, keys: torch.Tensor, point: PointFn,
-                consume: ConsumeFn) -> None:
-    """Evaluate the listed points (images[p], keys[p]), p = 0..P-1, in order, in chunks of the
-    engine's batch size: point(i, k) builds a chunk's points, consume(i, k, y, g) receives f_c and
-    gradients. images (P,) index ctx.inputs; keys (P,) whatever the caller's point() reads (a step,
-    a point id). Indices and targets are sliced per chunk as views (cheap for small models). The
-    caller holds the engine session (and the progress bar)."""
-    targets = ctx.targets.index_select(0, images)
-    size = ctx.engine.batch_size  # the chunks of Engine.chunks, as views made in one op per tensor
-    for i, k, t in zip(images.split(size), keys.split(size), targets.split(size)):
-        y, g = ctx.engine.value_and_grad(point(i, k), t, images=i)
-        consume(i, k, y, g)
-
-
 class RiemannSum:
     """acc[i] += w[k] * g  for every evaluated point (i, k). w (steps,) per-step weights; acc in
     like's dtype (float32, float64 for a float64 model). channels_last: the gradients of 4-D points
     come channels-last (the engine's format for conv models), so acc holds each map in that order
     and takes them without a copy (a permuting copy per chunk was 1-2 us per point on the tiny
     model of bench/bench_overhead.py); the sum of each element is the same either way. Points
-    arrive in walk_path's order (image-major, consecutive chunks), which places each image's step 0."""
+    arrive in walk_path's order (image-major, consecutive chunks), which places each image's step 0.
+    columns: the chunks' weights w[k] in that order (paths.walk_columns), else w[k] per chunk."""
 
-    def __init__(self, like: torch.Tensor, weights: torch.Tensor, channels_last: bool = False):
+    def __init__(self, like: torch.Tensor, weights: torch.Tensor, channels_last: bool = False,
+                 columns: Iterator[torch.Tensor] | None = None):
         n = like.shape[0]
-        self.acc = torch.zeros(n, like[0].numel(), dtype=like.dtype, device=like.device)
+        self.acc = torch.zeros(n, math.prod(like.shape[1:]), dtype=like.dtype, device=like.device)
         self.weights = weights.to(like.device, torch.float64)
+        self.columns = columns
         self.steps = weights.shape[0]
         self.nhwc = channels_last and like.dim() == 4
         self.start_scores = torch.full((n,), float("nan"), dtype=like.dtype, device=like.device)
@@ -89,8 +129,8 @@ class RiemannSum:
 
     def __call__(self, i, k, y, g) -> None:
         b = g.shape[0]
-        rows = g.permute(0, 2, 3, 1) if self.nhwc else g  # a view of channels-last gradients
-        path_accumulate_(self.acc, rows.reshape(b, -1), self.weights[k], i, False)
+        w = self.weights[k] if self.columns is None else next(self.columns)
+        path_accumulate_(self.acc, self._in_acc_order(g), w, i, False)
         # f_c at step 0 of each image: which positions hold one follows from the chunk's place in
         # walk_path's order (point p is image p // steps, step p % steps), so no op runs for chunks
         # without one (a where + index_put per chunk cost microseconds on the tiny model)
@@ -99,6 +139,14 @@ class RiemannSum:
         if first_at < b:
             img = (start + first_at) // self.steps
             self.start_scores[img:img + len(range(first_at, b, self.steps))] = y[first_at::self.steps]
+
+    def _in_acc_order(self, g: torch.Tensor) -> torch.Tensor:
+        """g (B, ...) laid out so that path_accumulate_ reads its rows in acc's element order (it
+        reads a channels-last 4-D tensor in memory order): as it comes in the usual case."""
+        if not self.nhwc:
+            return g if g.is_contiguous() else g.contiguous()
+        return g if g.is_contiguous(memory_format=torch.channels_last) else g.contiguous(
+            memory_format=torch.channels_last)
 
     def result(self, like: torch.Tensor) -> torch.Tensor:
         """The sums like `like` (its shape; channels-last strides when accumulated so)."""
@@ -137,14 +185,14 @@ class IdgiSum:
     def __init__(self, like: torch.Tensor, steps: int, end_scores: torch.Tensor):
         n, dt, dev = like.shape[0], like.dtype, like.device
         self.steps = steps
-        self.acc = torch.zeros(n, like[0].numel(), dtype=dt, device=dev)
+        self.acc = torch.zeros(n, math.prod(like.shape[1:]), dtype=dt, device=dev)
         self.end_scores = end_scores.to(dt)
         self.start_scores = torch.empty(n, dtype=dt, device=dev)  # y_0 per image
         self.y_open = torch.zeros(steps, dtype=dt, device=dev)  # y_k of the image continuing across chunks
         self.grad_bad = torch.zeros(n, dtype=dt, device=dev)  # 0, or NaN: a non-finite gradient
         self.seen = 0  # points consumed so far
         # The held step: the last non-zero step of the image continuing into the next chunk.
-        self.held_g = torch.zeros(1, like[0].numel(), dtype=dt, device=dev)
+        self.held_g = torch.zeros(1, math.prod(like.shape[1:]), dtype=dt, device=dev)
         self.held_k = torch.full((1,), -1, dtype=torch.long, device=dev)  # its step, -1: none yet
         self.held_start = torch.zeros(1, dtype=dt, device=dev)  # y at the start of its span
         self.held_host_k: int | None = None  # held_k when known on the host (after a fast chunk)

@@ -9,6 +9,8 @@ import numbers
 import torch
 from torch import nn
 
+from fastattr.host_checks import all_finite  # noqa: F401  (re-exported: validation.all_finite)
+
 
 # Path points per image: each costs one forward+backward, and walk_path keeps 3 int64 per point.
 # 10**6 is 1000x captum's default and already hours per image on a real model; beyond it a typo
@@ -24,16 +26,6 @@ def check_model(model) -> None:
 
 
 INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """True when every element of t is finite: one float64 sum and one host read (NaN and inf
-    propagate into it; a sum of finite float32 values cannot overflow float64), and the element-wise
-    check only when the sum is not finite (float64 values that overflow it). torch.isfinite(t).all()
-    is four kernels: on a tiny model each costs microseconds per call (bench/bench_overhead.py)."""
-    if math.isfinite(float(t.sum(dtype=torch.float64))):
-        return True
-    return bool(torch.isfinite(t).all())
 
 
 def check_inputs(inputs, layer=None) -> torch.Tensor:
@@ -56,7 +48,7 @@ def check_inputs(inputs, layer=None) -> torch.Tensor:
                             "that layer's output space (uint8 images: pass x.float() / 255)")
     if inputs.shape[0] == 0:
         raise ValueError("inputs: the batch is empty (N = 0)")
-    if inputs[0].numel() == 0:
+    if math.prod(inputs.shape[1:]) == 0:
         raise ValueError(f"inputs: has no features, shape {tuple(inputs.shape)}")
     if inputs.is_floating_point() and not all_finite(inputs):
         raise ValueError("inputs: contains NaN or inf")

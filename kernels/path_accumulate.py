@@ -33,13 +33,25 @@ import math
 import torch
 
 
+def grad_rows(grads: torch.Tensor) -> torch.Tensor:
+    """grads (S, ...) as (S, D) rows in the order path_accumulate_ reads them: a channels-last 4-D
+    tensor's rows in its memory order (H, W, C; the engine's gradients for conv models), any other
+    tensor's in its logical order. A view where the layout allows."""
+    if grads.dim() == 2:
+        return grads
+    if grads.dim() == 4 and not grads.is_contiguous() and grads.is_contiguous(memory_format=torch.channels_last):
+        grads = grads.permute(0, 2, 3, 1)
+    return grads.reshape(grads.shape[0], -1)
+
+
 def path_accumulate_ref(acc: torch.Tensor, grads: torch.Tensor, coef: torch.Tensor,
                         index: torch.Tensor, idgi: bool) -> None:
     """Reference of fastattr::path_accumulate_: acc (N, D) += per step s into row index[s]:
     coef[s]*g_s (Riemann) or g_s**2 * coef[s] / sum(g_s**2) (IDGI, all-zero g_s adds 0).
-    grads (S, D), coef (S,), index (S,) int64."""
+    grads (S, D) or (S, ...) read as grad_rows(grads), coef (S,), index (S,) int64."""
     if grads.shape[0] == 0:
         return
+    grads = grad_rows(grads)
     c = coef.to(torch.float64)
     if idgi:
         # float64 throughout: in float32, |g| < 1e-19 makes g*g underflow to 0 while the scale
@@ -135,7 +147,9 @@ if triton is not None:
                                index: torch.Tensor, idgi: bool) -> None:
         """Triton fastattr::path_accumulate_ (same contract as path_accumulate_ref): acc (N, D)
         float32/float64 contiguous, grads (S, D) float16/bfloat16/float32/float64, coef (S,), index (S,);
-        float64 acc or grads are summed by the float64 reference."""
+        float64 acc or grads are summed by the float64 reference. grads (S, ...) are read as
+        grad_rows(grads)."""
+        grads = grad_rows(grads)
         if acc.dim() != 2 or grads.dim() != 2 or acc.shape[1] != grads.shape[1]:
             raise ValueError(f"path_accumulate: acc (N, D) and grads (S, D) must agree in D, got "
                              f"acc {tuple(acc.shape)} and grads {tuple(grads.shape)}")

@@ -23,6 +23,9 @@ class MethodContext:
     rule: str
     idgi: bool
     progress: bool = False
+    # The class every example is explained for, when there is one and it is known on the host:
+    # chunks then select it by index (walk_path), fewer ops per chunk than gathering targets.
+    target_column: int | None = None
 
 
 @dataclass

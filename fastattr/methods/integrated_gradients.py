@@ -8,7 +8,7 @@ import torch
 
 from fastattr.adaptive import AdaptivePath, check_schedule, point_dots
 from fastattr.methods.base import MethodContext, MethodResult, register_method
-from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_path
+from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_columns, walk_path
 
 RULES = ("left", "right", "middle", "trapezoid", "pair", "gausslegendre")
 
@@ -56,28 +56,71 @@ def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, i)
 
 
-def straight_point(x: torch.Tensor, b: torch.Tensor, alphas: torch.Tensor, float64: bool = False):
+# Columns of at most this many steps are kept between calls (_path_columns; 12 bytes per step).
+CACHED_COLUMN_STEPS = 1 << 16
+
+
+def _path_columns(rule: str, steps: int, idgi: bool, dtype: torch.dtype, device: torch.device,
+                  dim: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The gradient points' fractions as a column (m, 1, ...) of rank dim in `dtype`, their weights
+    (m,) float64, both on device, and a_0 (a float), per rule and step count: read-only, and for
+    up to CACHED_COLUMN_STEPS steps built once (the cast, the view and the host read of a_0 were 4
+    ops per call). IDGI drops a rule's point at a = 1 (the input itself: the call's score)."""
+    if steps <= CACHED_COLUMN_STEPS:
+        return _cached_columns(rule, steps, idgi, dtype, device, dim)
+    return _columns(rule, steps, idgi, dtype, device, dim)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_columns(rule, steps, idgi, dtype, device, dim):
+    return _columns(rule, steps, idgi, dtype, device, dim)
+
+
+def _columns(rule, steps, idgi, dtype, device, dim):
+    alphas, weights = _rule_points(rule, steps)
+    a0 = float(alphas[0])
+    if idgi:
+        keep = alphas < 1.0
+        alphas, weights = alphas[keep], weights[keep]
+    with torch.inference_mode(False):  # normal tensors: usable inside and outside inference mode
+        column = alphas.to(device, dtype).view((-1,) + (1,) * (dim - 1))
+        return column, weights.to(device), a0
+
+
+def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """Rows i of t (N, ...) in t's memory format: a channels-last t gathers as (N, H, W, C) rows
+    (a plain row copy; index_select would transpose to NCHW, and t[i] is as slow)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).index_select(0, i).permute(0, 3, 1, 2)
+    return t.index_select(0, i)
+
+
+def straight_point(ctx: MethodContext, x: torch.Tensor, b: torch.Tensor, column: torch.Tensor,
+                   float64: bool = False):
     """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...), in x's and b's memory format
-    (Engine.in_model_format). float64=False: captum's arithmetic in the points' dtype (float32,
-    float64 for a float64 model); True: PAIR's numpy arithmetic (float64, rounded once to the
-    points' dtype)."""
+    (Engine.in_model_format), for walk_path(ctx, len(column), point, ...): column (m, 1, ...) the
+    a_k (float64 when float64=True), read per chunk in walk order (paths.walk_columns: views for
+    one image). float64=False:
+    captum's arithmetic in the points' dtype (float32, float64 for a float64 model); True: PAIR's
+    numpy arithmetic (float64, rounded once to the points' dtype)."""
     diff = x - b
-    col = (-1,) + (1,) * (x.dim() - 1)  # a_k broadcast over the feature axes of any rank
+    m = column.shape[0]
     if float64:
         # Models with ReLU6/hard-swish kinks can change a gradient by percents when a point moves
         # by one float32 ulp, so rule="pair" reproduces PAIR's rounding, not just its formula.
-        a64, b64, d64 = alphas.to(x.device, torch.float64), b.double(), diff.double()
+        cols64 = walk_columns(ctx, m, column)  # float64 fractions (the caller's column)
+        b64, d64 = b.double(), diff.double()
 
         def point64(i, k):
-            return (rows(b64, i) + a64[k].view(col) * rows(d64, i)).to(x.dtype)
+            return (rows(b64, i) + next(cols64) * rows(d64, i)).to(x.dtype)
 
         return point64
-    a = alphas.to(x.device, x.dtype).view(col)  # (steps, 1, ...): a[k] is the chunk's column
+    cols = walk_columns(ctx, m, column)
     if x.shape[0] == 1:  # one image: broadcast instead of gathering rows (per-chunk overhead)
-        return lambda i, k: torch.addcmul(b, a[k], diff)
+        return lambda i, k: torch.addcmul(b, next(cols), diff)
 
     def point(i, k):
-        return torch.addcmul(rows(b, i), a[k], rows(diff, i))
+        return torch.addcmul(rows(b, i), next(cols), rows(diff, i))
 
     return point
 
@@ -90,29 +133,28 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
     tol = check_schedule(schedule, tol, ctx.rule)
     if schedule == "adaptive":
         return _adaptive_ig(ctx, tol)
-    alphas, weights = _rule_points(ctx.rule, ctx.steps)  # read only
-    a0 = float(alphas[0])
     engine = ctx.engine
+    pair = ctx.rule == "pair"
+    column, weights, a0 = _path_columns(ctx.rule, ctx.steps, ctx.idgi, torch.float64 if pair else x.dtype,
+                                        x.device, x.dim())
+    m = column.shape[0]
     # points built in the model's memory format: no copy at the model call (bench_overhead.py)
     xm, bm = engine.in_model_format(x), engine.in_model_format(b)
     if ctx.idgi:
         # IDGI needs gradients on p_0..p_{m-1} and outputs on p_0..p_m with p_m = x; a rule's
         # point at a = 1 is the input itself, whose output (ctx.scores) needs no backward.
-        alphas = alphas[alphas < 1.0]
-        if len(alphas) == 0:
+        if m == 0:
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
-        acc = IdgiSum(x, len(alphas), ctx.scores)
+        acc = IdgiSum(x, m, ctx.scores)
         consume = acc
         if a0 > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
             images = torch.arange(x.shape[0], device=x.device)
             consume = from_path_start(acc, engine.value(b, ctx.targets, images=images))
-        point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
-        walk_path(ctx, len(alphas), point, consume, desc="IDGI-IG")
+        walk_path(ctx, m, straight_point(ctx, xm, bm, column, float64=pair), consume, desc="IDGI-IG")
         attributions = acc.result(x).clone()
     else:
-        acc = RiemannSum(x, weights, channels_last=xm is not x)
-        point = straight_point(xm, bm, alphas, float64=ctx.rule == "pair")
-        walk_path(ctx, len(alphas), point, acc, desc="IG")
+        acc = RiemannSum(x, weights, channels_last=xm is not x, columns=walk_columns(ctx, m, weights))
+        walk_path(ctx, m, straight_point(ctx, xm, bm, column, float64=pair), acc, desc="IG")
         attributions = ((x - b) * acc.result(x)).contiguous()
     if ctx.idgi or a0 == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores

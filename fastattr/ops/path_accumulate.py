@@ -33,5 +33,7 @@ def _(acc, grads, coef, index, idgi):
 def path_accumulate_(acc: torch.Tensor, grads: torch.Tensor, coef: torch.Tensor,
                      index: torch.Tensor, idgi: bool) -> None:
     """acc (N, D) += per step s: coef[s]*grads[s] (Riemann) or grads[s]**2*coef[s]/sum(grads[s]**2)
-    (IDGI; all-zero steps add nothing) into row index[s]. grads (S, D), coef (S,), index (S,) long."""
+    (IDGI; all-zero steps add nothing) into row index[s]. grads (S, D), or (S, ...) with D elements
+    per step (a channels-last 4-D tensor's rows in memory order: kernels.path_accumulate.grad_rows),
+    coef (S,), index (S,) long."""
     torch.ops.fastattr.path_accumulate_(acc, grads, coef, index, idgi)

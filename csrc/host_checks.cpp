@@ -1,0 +1,100 @@
+// fastattr._C.all_finite / rows_equal: see fastattr/host_checks.h. Called through pybind11 (not
+// torch.ops) on purpose: they return Python values and run on CPU tensors only.
+#include "fastattr/host_checks.h"
+
+#include <cmath>
+
+namespace fastattr {
+namespace {
+
+void check_host(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, ": expected a CPU tensor");
+  TORCH_CHECK(t.is_contiguous(), name, ": expected a contiguous tensor");
+}
+
+// One column of scores (B,) is a strided view of the (B, K) outputs: read in place.
+template <typename T>
+bool finite_strided(const T* p, int64_t n, int64_t stride) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(p[i * stride]);
+    if (v - v != 0.0f) return false;
+  }
+  return true;
+}
+
+template <>
+bool finite_strided<double>(const double* p, int64_t n, int64_t stride) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(p[i * stride])) return false;
+  }
+  return true;
+}
+
+template <typename T>
+bool finite_loop(const T* p, int64_t n) {
+  // Eight lanes and one test per block: finite iff x - x == 0 (NaN and inf give NaN), and NaN
+  // makes the whole sum NaN, so the block needs no branch per element.
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    float acc = 0.0f;
+    for (int k = 0; k < 8; ++k) {
+      const float v = static_cast<float>(p[i + k]);
+      acc += v - v;
+    }
+    if (acc != 0.0f) return false;
+  }
+  for (; i < n; ++i) {
+    const float v = static_cast<float>(p[i]);
+    if (v - v != 0.0f) return false;
+  }
+  return true;
+}
+
+template <>
+bool finite_loop<double>(const double* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(p[i])) return false;
+  }
+  return true;
+}
+
+template <typename T>
+bool rows_equal_loop(const T* a, const T* b, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) {
+    if (!(a[j] == b[j])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool all_finite_host(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), "all_finite: expected a CPU tensor");
+  const bool strided = t.dim() == 1 && !t.is_contiguous();
+  TORCH_CHECK(strided || t.is_contiguous(), "all_finite: expected a contiguous or 1-D tensor");
+  if (!t.is_floating_point()) return true;
+  bool ok = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "all_finite", [&] {
+    const scalar_t* p = t.const_data_ptr<scalar_t>();
+    ok = strided ? finite_strided<scalar_t>(p, t.numel(), t.stride(0)) : finite_loop<scalar_t>(p, t.numel());
+  });
+  return ok;
+}
+
+std::vector<bool> rows_equal_host(const at::Tensor& a, const at::Tensor& b) {
+  check_host(a, "rows_equal");
+  check_host(b, "rows_equal");
+  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type(),
+              "rows_equal: a and b must have one shape and dtype");
+  TORCH_CHECK(a.dim() >= 1, "rows_equal: expected tensors (N, ...)");
+  const int64_t n = a.size(0), d = n ? a.numel() / n : 0;
+  std::vector<bool> out(n, true);
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, a.scalar_type(), "rows_equal", [&] {
+    const scalar_t* pa = a.const_data_ptr<scalar_t>();
+    const scalar_t* pb = b.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) out[i] = rows_equal_loop<scalar_t>(pa + i * d, pb + i * d, d);
+  });
+  return out;
+}
+
+}  // namespace fastattr

@@ -1,0 +1,44 @@
+"""Host-side checks the engine reads once per call: finiteness of a tensor, equality of two
+tensors row by row. For contiguous CPU tensors they run in fastattr._C as plain loops (no torch
+op: right after a tiny model's chunk each dispatched op costs 10-50 us, bench/bench_overhead.py
+--cold-ops, and the finite checks alone were 4 sums + 4 host reads per call); anything else
+(CUDA, strided, no extension) takes the torch ops."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:
+    from fastattr import _C
+
+    _HOST = hasattr(_C, "all_finite")  # an older build of the extension has no host checks
+except ImportError:  # the pure-torch fallback (fastattr.ops._library warns once)
+    _HOST = False
+
+
+def on_host(t: torch.Tensor) -> bool:
+    """True when t is checked by a plain loop here (on the CPU, contiguous or 1-D, extension built)."""
+    return _HOST and t.device.type == "cpu" and (t.dim() == 1 or t.is_contiguous())
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True when every element of t is finite (integer tensors always are). Elsewhere than on the
+    host: one float64 sum and one host read (NaN and inf propagate into it; a sum of finite float32
+    values cannot overflow float64), the element-wise check only when the sum is not finite."""
+    if not t.is_floating_point():
+        return True
+    if on_host(t):
+        return _C.all_finite(t)
+    if math.isfinite(float(t.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
+def rows_equal(a: torch.Tensor, b: torch.Tensor) -> list[bool]:
+    """Per row i of tensors (N, ...) of one shape and dtype: a[i] == b[i] element-wise (as
+    torch.eq: -0.0 equals 0.0)."""
+    if on_host(a) and on_host(b) and a.is_contiguous() and b.is_contiguous() and a.shape == b.shape \
+            and a.dtype == b.dtype:
+        return _C.rows_equal(a, b)
+    return (a == b).flatten(1).all(1).tolist()
