@@ -1,6 +1,6 @@
 """Side by side, one run: IG and IDGI-IG against the model-only floor, captum and PAIR.
 
-    python bench/bench_ig.py [--repeats 5] [--steps 32] [--skip-compile]
+    python bench/bench_ig.py [--repeats 5] [--tiny-repeats 60] [--steps 32] [--skip-compile]
 
 Models: the bundled EfficientNet-Lite0 at 224x224 (one photo), and a tiny conv-pool-linear model
 that exposes per-step library overhead. All candidates run interleaved in one process with the
@@ -61,6 +61,9 @@ def peak_rss_mb(steps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    # The tiny model's calls take ~10 ms and drift by milliseconds (memory placement, other load):
+    # a median of 5 moved its per-step overhead by several us/step between runs; 60 are ~6 s.
+    ap.add_argument("--tiny-repeats", type=int, default=60)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
@@ -84,7 +87,7 @@ def main() -> None:
     tsteps = 256
     tbatch = default_batch_size(torch.device("cpu"), small.numel())  # the engine's chunk for 32x32
     print(f"\ntiny model: batch={tbatch} for fastattr, the floor and captum; PAIR keeps batch 8")
-    t2 = interleaved(candidates(tiny, small, 3, tsteps, tbatch, False), repeats=args.repeats)
+    t2 = interleaved(candidates(tiny, small, 3, tsteps, tbatch, False), repeats=args.tiny_repeats)
     print("\n" + report(t2, title=f"tiny model 32x32, {tsteps} steps (per-step overhead)"))
     m2 = {k: statistics.median(v) for k, v in t2.items()}
     over = {k: (m2[k] - m2["floor"]) / tsteps * 1e6 for k in m2 if not k.startswith("floor")}

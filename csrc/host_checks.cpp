@@ -81,6 +81,17 @@ bool all_finite_host(const at::Tensor& t) {
   return ok;
 }
 
+bool all_zero_host(const at::Tensor& t) {
+  check_host(t, "all_zero");
+  bool ok = true;
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, t.scalar_type(), "all_zero", [&] {
+    const scalar_t* p = t.const_data_ptr<scalar_t>();
+    const scalar_t zero = static_cast<scalar_t>(0);
+    for (int64_t i = 0, n = t.numel(); i < n && ok; ++i) ok = p[i] == zero;
+  });
+  return ok;
+}
+
 std::vector<bool> rows_equal_host(const at::Tensor& a, const at::Tensor& b) {
   check_host(a, "rows_equal");
   check_host(b, "rows_equal");

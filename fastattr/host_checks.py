@@ -12,7 +12,7 @@ import torch
 try:
     from fastattr import _C
 
-    _HOST = hasattr(_C, "all_finite")  # an older build of the extension has no host checks
+    _HOST = hasattr(_C, "all_zero")  # an older build of the extension lacks some host checks
 except ImportError:  # the pure-torch fallback (fastattr.ops._library warns once)
     _HOST = False
 
@@ -33,6 +33,13 @@ def all_finite(t: torch.Tensor) -> bool:
     if math.isfinite(float(t.sum(dtype=torch.float64))):
         return True
     return bool(torch.isfinite(t).all())
+
+
+def zero_on_host(t: torch.Tensor) -> bool:
+    """True when t is checked on the host and every element is zero (-0.0 included), e.g. the
+    default baseline, whose path points b + a (x - b) are then a x (one op per chunk, no copy of
+    b); False otherwise, also for a zero tensor elsewhere (a shortcut, never a device sync)."""
+    return on_host(t) and t.is_contiguous() and _C.all_zero(t)
 
 
 def rows_equal(a: torch.Tensor, b: torch.Tensor) -> list[bool]:

@@ -286,11 +286,12 @@ def _caller_stacklevel() -> int:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """The model in eval mode while the block runs (dropout off, batch-norm running statistics
     used and never updated); every submodule's own `training` flag restored afterwards, also on
-    error. Warns once per call when the model was in training mode."""
-    flags = [(m, m.training) for m in model.modules()]
+    error. Warns once per call when the model was in training mode. modules: list(model.modules())
+    when the caller has it."""
+    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
     if any(flag for _, flag in flags):
         warnings.warn("model: is in training mode; fastattr explains it in eval mode (dropout off, "
                       "batch-norm statistics used, never updated) and restores every submodule's training "

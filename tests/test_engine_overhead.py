@@ -57,15 +57,20 @@ def copies(per_chunk):
     return sum(per_chunk.get(f"big:{k}", 0) for k in COPIES)
 
 
+@pytest.mark.parametrize("baseline", [None, 0.25])
 @pytest.mark.parametrize("n", [1, 3])
-def test_ig_on_channels_last_model_copies_nothing_per_chunk(n):
+def test_ig_on_channels_last_model_copies_nothing_per_chunk(n, baseline):
     """Points are built channels-last and gradients summed in that order: no copy of the chunk's
     points or gradients (the old path made two permuting copies per chunk; the floor makes its
-    channels-last input). Several images: the rows of b and x - b are gathered (row copies)."""
+    channels-last input). Several images: the rows of b and x - b are gathered (row copies); with
+    the zero baseline only the rows of x (its points are a x)."""
     model, x = tiny(), torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    per_chunk = ops_per_chunk(lambda s, b: fastattr.attribute(model, x, 3, steps=s, batch_size=b), n)
+    per_chunk = ops_per_chunk(lambda s, b: fastattr.attribute(model, x, 3, steps=s, batch_size=b,
+                                                              baseline=baseline), n)
     assert copies(per_chunk) == 0, per_chunk
-    assert per_chunk.get("big:aten.index_select.default", 0) == (0 if n == 1 else 2)
+    gathers = 0 if n == 1 else (1 if baseline is None else 2)
+    assert per_chunk.get("big:aten.index_select.default", 0) == gathers
+    assert per_chunk.get("aten.mul.Tensor" if baseline is None else "aten.addcmul.default", 0) == 1, per_chunk
 
 
 def test_idgi_on_channels_last_model_copies_once_per_chunk():

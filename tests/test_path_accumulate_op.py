@@ -111,6 +111,26 @@ def test_cpp_op_errors_name_the_parameter():
         OP(acc.half(), g, c, torch.tensor([0, 1, 1]), True)
 
 
+@pytest.mark.parametrize("impl", ["cpp", "reference"])
+@pytest.mark.parametrize("idgi", [False, True], ids=["riemann", "idgi"])
+def test_4d_grads_are_read_in_memory_order(idgi, impl):
+    """grads (S, C, H, W): a contiguous tensor is read as its flattened rows, a channels-last one in
+    memory order (H, W, C), as the 2-D calls on the same rows give them, bit for bit."""
+    if impl == "cpp" and not HAS_C:
+        pytest.skip("fastattr._C not built")
+    op = OP if impl == "cpp" else path_accumulate_ref
+    g = torch.randn(5, 3, 4, 6, generator=torch.Generator().manual_seed(3))
+    coef = torch.rand(5, dtype=torch.float64) + 0.1
+    index = torch.tensor([0, 1, 0, 2, 1])
+    for grads, rows in ((g, g.reshape(5, -1)),
+                        (g.contiguous(memory_format=torch.channels_last), g.permute(0, 2, 3, 1).reshape(5, -1)),
+                        (g.transpose(2, 3), g.transpose(2, 3).reshape(5, -1))):  # strided: logical order
+        acc, expected = torch.zeros(3, 72), torch.zeros(3, 72)
+        op(acc, grads, coef, index, idgi)
+        op(expected, rows.contiguous(), coef, index, idgi)
+        assert torch.equal(acc, expected)
+
+
 @pytest.mark.parametrize("idgi", [False, True], ids=["riemann", "idgi"])
 def test_opcheck(idgi):
     grads, coef, index = make_case(5, 37, torch.float32)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from fastattr.adaptive import AdaptivePath, check_schedule, point_dots
+from fastattr.host_checks import zero_on_host
 from fastattr.methods.base import MethodContext, MethodResult, register_method
 from fastattr.paths import IdgiSum, RiemannSum, from_path_start, walk_columns, walk_path
 
@@ -95,21 +96,26 @@ def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, i)
 
 
-def straight_point(ctx: MethodContext, x: torch.Tensor, b: torch.Tensor, column: torch.Tensor,
+def straight_point(ctx: MethodContext, x: torch.Tensor, b: torch.Tensor | None, column: torch.Tensor,
                    float64: bool = False):
     """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...), in x's and b's memory format
-    (Engine.in_model_format), for walk_path(ctx, len(column), point, ...): column (m, 1, ...) the
+    (Engine.in_model_format), for walk_path(ctx, len(column), point, ...). b None: a zero baseline,
+    points a_k x_i (the same values: x - 0 and 0 + y are exact; only a zero's sign may differ, which
+    no sum or ReLU mask sees), one op per chunk and no copy of b. column (m, 1, ...) the
     a_k (float64 when float64=True), read per chunk in walk order (paths.walk_columns: views for
     one image). float64=False:
     captum's arithmetic in the points' dtype (float32, float64 for a float64 model); True: PAIR's
     numpy arithmetic (float64, rounded once to the points' dtype)."""
-    diff = x - b
+    diff = x if b is None else x - b
     m = column.shape[0]
     if float64:
         # Models with ReLU6/hard-swish kinks can change a gradient by percents when a point moves
         # by one float32 ulp, so rule="pair" reproduces PAIR's rounding, not just its formula.
         cols64 = walk_columns(ctx, m, column)  # float64 fractions (the caller's column)
-        b64, d64 = b.double(), diff.double()
+        d64 = diff.double()
+        if b is None:
+            return lambda i, k: (next(cols64) * rows(d64, i)).to(x.dtype)
+        b64 = b.double()
 
         def point64(i, k):
             return (rows(b64, i) + next(cols64) * rows(d64, i)).to(x.dtype)
@@ -117,7 +123,11 @@ def straight_point(ctx: MethodContext, x: torch.Tensor, b: torch.Tensor, column:
         return point64
     cols = walk_columns(ctx, m, column)
     if x.shape[0] == 1:  # one image: broadcast instead of gathering rows (per-chunk overhead)
+        if b is None:  # x first: the product takes x's memory format
+            return lambda i, k: torch.mul(x, next(cols))
         return lambda i, k: torch.addcmul(b, next(cols), diff)
+    if b is None:
+        return lambda i, k: torch.mul(rows(x, i), next(cols))
 
     def point(i, k):
         return torch.addcmul(rows(b, i), next(cols), rows(diff, i))
@@ -139,7 +149,8 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
                                         x.device, x.dim())
     m = column.shape[0]
     # points built in the model's memory format: no copy at the model call (bench_overhead.py)
-    xm, bm = engine.in_model_format(x), engine.in_model_format(b)
+    zero = zero_on_host(b)  # one host loop: the default baseline's points need no b
+    xm, bm = engine.in_model_format(x), None if zero else engine.in_model_format(b)
     if ctx.idgi:
         # IDGI needs gradients on p_0..p_{m-1} and outputs on p_0..p_m with p_m = x; a rule's
         # point at a = 1 is the input itself, whose output (ctx.scores) needs no backward.
@@ -155,7 +166,7 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
     else:
         acc = RiemannSum(x, weights, channels_last=xm is not x, columns=walk_columns(ctx, m, weights))
         walk_path(ctx, m, straight_point(ctx, xm, bm, column, float64=pair), acc, desc="IG")
-        attributions = ((x - b) * acc.result(x)).contiguous()
+        attributions = ((x if zero else x - b) * acc.result(x)).contiguous()
     if ctx.idgi or a0 == 0.0:  # f_c at the path start p_0 was evaluated already
         baseline_scores = acc.start_scores
     else:

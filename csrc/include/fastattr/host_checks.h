@@ -11,6 +11,9 @@ namespace fastattr {
 // True when every element of t (a contiguous, or 1-D strided, CPU floating tensor) is finite.
 bool all_finite_host(const at::Tensor& t);
 
+// True when every element of t (a contiguous CPU tensor) equals zero (-0.0 included).
+bool all_zero_host(const at::Tensor& t);
+
 // Per row i of a and b ((N, ...) contiguous CPU tensors of one dtype and shape): a[i] == b[i]
 // element-wise (as torch.eq: -0.0 equals 0.0, NaN equals nothing).
 std::vector<bool> rows_equal_host(const at::Tensor& a, const at::Tensor& b);

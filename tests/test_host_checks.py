@@ -1,0 +1,69 @@
+"""fastattr.host_checks: the C++ host loops (all_finite, rows_equal, zero_on_host) against torch's
+own element-wise answers, on every dtype they take, with NaN/inf in the vectorised blocks and in
+the tail, strided score columns, signed zeros; and the torch fallback where the loops do not apply."""
+import pytest
+import torch
+
+from fastattr import host_checks
+from fastattr.ops._library import HAS_C
+
+needs_c = pytest.mark.skipif(not HAS_C, reason="fastattr._C not built: host checks take the torch ops")
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 67])
+def test_all_finite_matches_torch(dtype, n):
+    assert host_checks.on_host(torch.zeros(n))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for pos in {0, n // 2, n - 1}:  # a full block of 8, the middle, the tail
+            t = torch.randn(n).to(dtype)
+            assert host_checks.all_finite(t)
+            t[pos] = bad
+            assert host_checks.all_finite(t) == bool(torch.isfinite(t).all()) is False
+
+
+@needs_c
+def test_all_finite_reads_strided_columns_and_large_finite_values():
+    scores = torch.randn(6, 4)
+    col = scores[:, 2]  # the engine's f_c: one column of the (B, K) scores, stride 4
+    assert not col.is_contiguous() and host_checks.all_finite(col)
+    scores[3, 2] = float("nan")
+    assert not host_checks.all_finite(col)
+    scores[3, 2], scores[4, 1] = 0.0, float("inf")  # outside the column: not read
+    assert host_checks.all_finite(col)
+    assert host_checks.all_finite(torch.full((9,), 3.0e38))  # finite near float32's maximum
+    assert host_checks.all_finite(torch.arange(5))  # integers are always finite
+
+
+def test_all_finite_falls_back_to_torch_for_strided_tensors():
+    t = torch.randn(4, 6)[:, ::2]
+    assert not host_checks.on_host(t)
+    assert host_checks.all_finite(t)
+    t[1, 1] = float("inf")
+    assert not host_checks.all_finite(t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.int64])
+def test_rows_equal_matches_torch_eq(dtype):
+    a = torch.tensor([[0.0, 1.0, 2.0], [-0.0, 1.0, 2.0], [1.0, 1.0, 2.0], [0.0, 0.0, 0.0]]).to(dtype)
+    b = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [1.0, 1.0, 3.0], [0.0, 0.0, 0.0]]).to(dtype)
+    expected = (a == b).flatten(1).all(1).tolist()
+    assert host_checks.rows_equal(a, b) == expected == [True, True, False, True]
+    nan = torch.full((1, 3), float("nan"))
+    assert host_checks.rows_equal(nan, nan.clone()) == [False]  # NaN equals nothing, as torch.eq
+    assert host_checks.rows_equal(a[:, ::2], b[:, ::2]) == (a[:, ::2] == b[:, ::2]).all(1).tolist()
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", DTYPES + [torch.int32, torch.bool])
+def test_zero_on_host(dtype):
+    z = torch.zeros(2, 3, 5, dtype=dtype)
+    assert host_checks.zero_on_host(z)
+    if dtype.is_floating_point:
+        z[1, 2, 4] = -0.0
+        assert host_checks.zero_on_host(z)
+    z[1, 2, 4] = 1
+    assert not host_checks.zero_on_host(z)
+    assert not host_checks.zero_on_host(torch.zeros(4, 6)[:, ::2])  # not checked: not a known zero
