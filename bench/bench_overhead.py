@@ -5,7 +5,7 @@ over the model-only floor: in time (interleaved medians) and in a load-insensiti
     python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
     python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
     python bench/bench_overhead.py --cold-ops            # small ops warm and right after a chunk
-    python bench/bench_overhead.py --ops-by-line --steps 64   # fastattr IG's torch ops per source line
+    python bench/bench_overhead.py --ops-by-line --steps 64 [--idgi]   # fastattr IG's (IDGI-IG's) torch ops per source line
 
 Time: floor, a hand-written IG loop (the least any library pays: harness.handwritten_ig_fn, checked
 to give fastattr's map), IG and IDGI-IG run round-robin in one process (harness.interleaved); the
@@ -175,15 +175,15 @@ def dispatched_ops(fn, by_line: bool = False) -> list[tuple[str, str]]:
     return rows
 
 
-def ops_by_line(steps: int) -> None:
+def ops_by_line(steps: int, name: str = "fastattr IG") -> None:
     torch.set_num_threads(1)
-    fn = candidates(steps)["fastattr IG"]
+    fn = candidates(steps)[name]
     fn(), fn()
     rows = dispatched_ops(fn, by_line=True)
     lines: dict[str, list[str]] = {}  # source line -> its ops, lines in the order first met
     for where, op in rows:
         lines.setdefault(where, []).append(op)
-    print(f"fastattr IG, {steps} steps: {len(rows)} dispatched ops")
+    print(f"{name}, {steps} steps: {len(rows)} dispatched ops")
     for where, ops in lines.items():
         print(f"{len(ops):4d}  {where:80s} {', '.join(ops)[:100]}")
 
@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--calls-profile", action="store_true", help="cProfile call counts per attribution")
     ap.add_argument("--cold-ops", action="store_true", help="small ops warm and right after a chunk (1 thread)")
     ap.add_argument("--ops-by-line", action="store_true", help="fastattr IG's dispatched ops per source line")
+    ap.add_argument("--idgi", action="store_true", help="--ops-by-line: of fastattr IDGI-IG")
     ap.add_argument("--processes", type=int, default=1, help="run the timing in K fresh processes: median, range")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -279,7 +280,7 @@ def main() -> None:
     elif args.calls_profile:
         calls_profile(args.steps)
     elif args.ops_by_line:
-        ops_by_line(args.steps)
+        ops_by_line(args.steps, "fastattr IDGI-IG" if args.idgi else "fastattr IG")
     elif args.cold_ops:
         cold_ops(max(args.repeats, 100))
     else:

@@ -3,6 +3,9 @@
 #include "fastattr/host_checks.h"
 
 #include <cmath>
+#include <type_traits>
+
+#include "fastattr/clones.h"
 
 namespace fastattr {
 namespace {
@@ -58,6 +61,53 @@ bool finite_loop<double>(const double* p, int64_t n) {
   return true;
 }
 
+// One row: (has a non-zero element, all finite). Sixteen lanes: v - v is 0 for finite v and NaN
+// for NaN/inf, and a NaN lane stays NaN; the lanes vectorise (one lane would be a chain of
+// dependent adds over 200k elements per chunk of the tiny model's gradients).
+template <typename T>
+__attribute__((always_inline)) inline bool row_nonzero_finite_any(const T* r, int64_t d) {
+  float bad[16] = {0};
+  int nz[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    for (int k = 0; k < 16; ++k) {
+      const float v = static_cast<float>(r[j + k]);
+      bad[k] += v - v;
+      nz[k] |= v != 0.0f;
+    }
+  }
+  float b = 0.0f;
+  int z = 0;
+  for (; j < d; ++j) {
+    const float v = static_cast<float>(r[j]);
+    b += v - v;
+    z |= v != 0.0f;
+  }
+  for (int k = 0; k < 16; ++k) {
+    b += bad[k];
+    z |= nz[k];
+  }
+  return z && b == 0.0f;
+}
+
+FASTATTR_CLONES bool row_nonzero_finite_f32(const float* r, int64_t d) { return row_nonzero_finite_any(r, d); }
+
+template <typename T>
+bool row_nonzero_finite(const T* r, int64_t d) {
+  if constexpr (std::is_same_v<T, float>) {
+    return row_nonzero_finite_f32(r, d);
+  } else if constexpr (std::is_same_v<T, double>) {
+    bool z = false;
+    for (int64_t j = 0; j < d; ++j) {
+      if (!std::isfinite(r[j])) return false;
+      z |= r[j] != 0.0;
+    }
+    return z;
+  } else {
+    return row_nonzero_finite_any(r, d);
+  }
+}
+
 template <typename T>
 bool rows_equal_loop(const T* a, const T* b, int64_t d) {
   for (int64_t j = 0; j < d; ++j) {
@@ -88,6 +138,21 @@ bool all_zero_host(const at::Tensor& t) {
     const scalar_t* p = t.const_data_ptr<scalar_t>();
     const scalar_t zero = static_cast<scalar_t>(0);
     for (int64_t i = 0, n = t.numel(); i < n && ok; ++i) ok = p[i] == zero;
+  });
+  return ok;
+}
+
+bool rows_nonzero_finite_host(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), "rows_nonzero_finite: expected a CPU tensor");
+  TORCH_CHECK(t.dim() >= 1 && (t.is_contiguous() || (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast))),
+              "rows_nonzero_finite: expected a contiguous or channels-last tensor (N, ...)");
+  TORCH_CHECK(t.is_floating_point(), "rows_nonzero_finite: expected a floating tensor");
+  const int64_t n = t.size(0), d = n ? t.numel() / n : 0;
+  if (d == 0) return n == 0;
+  bool ok = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "rows_nonzero_finite", [&] {
+    const scalar_t* p = t.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n && ok; ++i) ok = row_nonzero_finite<scalar_t>(p + i * d, d);
   });
   return ok;
 }

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fastattr/clones.h"
 #include "fastattr/path_accumulate.h"
 
 namespace fastattr {
@@ -37,11 +38,6 @@ void check_args(const at::Tensor& acc, const at::Tensor& grads, const at::Tensor
 // tiny model's backward, when the gradients are out of cache (bench/bench_overhead.py's model).
 // Each element keeps its order of operations (no FMA: -ffp-contract=off, setup.py), so every
 // clone gives the baseline's bits.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FASTATTR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTATTR_CLONES
-#endif
 
 // sum(g^2) over one step in double. Eight independent partial sums: one accumulator is a chain
 // of dependent adds (4-cycle latency, ~1.6 ms for 8 x 150k elements on one core; 8 partials let

@@ -107,9 +107,11 @@ def explain(model: nn.Module, inputs: torch.Tensor, target=None, *, method: str 
 
 def prepare_inputs(engine: Engine, x: torch.Tensor) -> torch.Tensor:
     """Checked inputs on the engine's device: floating ones in the points' dtype, ids as they are."""
+    if x.requires_grad:  # (otherwise detach is a no-op that costs a dispatched op)
+        x = x.detach()
     if not x.is_floating_point():
-        return x.detach().to(engine.device).contiguous()
-    return x.detach().to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
+        return x.to(engine.device).contiguous()
+    return x.to(device=engine.device, dtype=engine.point_dtype(x.dtype)).contiguous()
 
 
 def target_column(target, t: torch.Tensor) -> int | None:

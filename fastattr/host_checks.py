@@ -12,7 +12,7 @@ import torch
 try:
     from fastattr import _C
 
-    _HOST = hasattr(_C, "all_zero")  # an older build of the extension lacks some host checks
+    _HOST = hasattr(_C, "rows_nonzero_finite")  # an older build of the extension lacks some host checks
 except ImportError:  # the pure-torch fallback (fastattr.ops._library warns once)
     _HOST = False
 
@@ -40,6 +40,17 @@ def zero_on_host(t: torch.Tensor) -> bool:
     default baseline, whose path points b + a (x - b) are then a x (one op per chunk, no copy of
     b); False otherwise, also for a zero tensor elsewhere (a shortcut, never a device sync)."""
     return on_host(t) and t.is_contiguous() and _C.all_zero(t)
+
+
+def rows_nonzero_finite(t: torch.Tensor) -> bool | None:
+    """For gradients t (B, ...) on the host: True when every row has a non-zero element and every
+    element is finite (IDGI's chunk for the authors' formula), else False; None when t is not
+    checked here (the caller takes its torch ops)."""
+    if not (_HOST and t.device.type == "cpu" and t.is_floating_point() and t.dim() >= 1):
+        return None
+    if not (t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
+        return None
+    return _C.rows_nonzero_finite(t)
 
 
 def rows_equal(a: torch.Tensor, b: torch.Tensor) -> list[bool]:

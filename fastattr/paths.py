@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from fastattr.host_checks import rows_nonzero_finite
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
 
@@ -200,20 +201,24 @@ class IdgiSum:
 
     def __call__(self, i, k, y, g) -> None:
         b, m = y.shape[0], self.steps
-        g = g.reshape(b, -1)
         start, stop = self.seen, self.seen + b
         self.seen = stop
         first_at = (-start) % m  # position of the chunk's first step-0 point
         if first_at < b:
             img = (start + first_at) // m
             self.start_scores[img:img + len(range(first_at, b, m))] = y[first_at::m]
-        amax = g.abs().amax(1)  # (B,): > 0 marks a non-zero gradient; NaN/inf propagate
-        self.grad_bad.index_add_(0, i, amax * 0)  # 0, or NaN where amax is NaN/inf
-        nz = amax > 0
         first_k, last_k = start % m, (stop - 1) % m
         continues_in = first_k > 0  # the first image started in an earlier chunk
         continues_out = last_k < m - 1  # the last image goes on in the next chunk
-        if self.fast and (not continues_in or self.held_host_k == first_k - 1) and bool(nz.all()):
+        fast = self.fast and (not continues_in or self.held_host_k == first_k - 1)
+        if fast and rows_nonzero_finite(g):  # one host loop over the rows (7 torch ops otherwise)
+            self._all_nonzero(i, y, g.reshape(b, -1), start, first_k, continues_in, continues_out)
+            return
+        g = g.reshape(b, -1)
+        amax = g.abs().amax(1)  # (B,): > 0 marks a non-zero gradient; NaN/inf propagate
+        self.grad_bad.index_add_(0, i, amax * 0)  # 0, or NaN where amax is NaN/inf
+        nz = amax > 0
+        if fast and bool(nz.all()):
             self._all_nonzero(i, y, g, start, first_k, continues_in, continues_out)
         else:
             self._general(i, k, y, g, nz, start, first_k, last_k, continues_in, continues_out)
@@ -222,7 +227,7 @@ class IdgiSum:
         """Every step of the chunk (and the held one, just before it) has a non-zero gradient:
         each step's span is [k, k+1], the authors' y_{k+1} - y_k."""
         b, m = y.shape[0], self.steps
-        next_y = torch.cat([y[1:], y[:1]])
+        next_y = y.roll(-1)  # y_{k+1} at position k (one op; the last is replaced below or held)
         first_end = m - 1 - first_k  # position of the chunk's first last-step
         if first_end < b:  # y_m = f_c(x) after every image's last step
             img = (start + first_end) // m
@@ -233,7 +238,7 @@ class IdgiSum:
             path_accumulate_(self.acc, self.held_g, y[:1] - self.held_start, i[:1], True)
         if continues_out:
             self._keep_open(y, start)
-            coef[-1] = 0  # its span ends in the next chunk: held
+            coef[-1:].zero_()  # its span ends in the next chunk: held
             self.held_g = g[-1:].clone()
             self.held_start = y[-1:].clone()
             self.held_k.fill_((start + b - 1) % m)

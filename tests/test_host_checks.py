@@ -1,6 +1,7 @@
 """fastattr.host_checks: the C++ host loops (all_finite, rows_equal, zero_on_host) against torch's
 own element-wise answers, on every dtype they take, with NaN/inf in the vectorised blocks and in
 the tail, strided score columns, signed zeros; and the torch fallback where the loops do not apply."""
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,35 @@ def test_zero_on_host(dtype):
     z[1, 2, 4] = 1
     assert not host_checks.zero_on_host(z)
     assert not host_checks.zero_on_host(torch.zeros(4, 6)[:, ::2])  # not checked: not a known zero
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_rows_nonzero_finite_matches_torch(dtype, layout):
+    """IDGI's fast-chunk test: every row has a non-zero element and all elements are finite, for
+    rows shorter and longer than the 16 vector lanes, bad values in a lane block and in the tail."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    for c, h, w in ((1, 1, 3), (3, 5, 7), (8, 4, 4)):
+        def expected(t):
+            rows = t.float().flatten(1)
+            return bool((rows.abs().amax(1) > 0).all()) and bool(torch.isfinite(rows).all())
+
+        g = torch.randn(4, c, h, w).to(dtype).contiguous(memory_format=fmt)
+        assert host_checks.rows_nonzero_finite(g) is True
+        d = c * h * w
+        for row, flat in ((0, 0), (2, d - 1), (3, d // 2)):
+            for bad in (0.0, float("nan"), float("inf")):
+                t = g.clone(memory_format=fmt)
+                if bad == 0.0:
+                    t[row] = 0  # a whole row of zeros (a step with no gradient)
+                else:
+                    t[(row, *np.unravel_index(flat, (c, h, w)))] = bad
+                assert host_checks.rows_nonzero_finite(t) == expected(t) is False
+        one = torch.zeros(4, c, h, w).to(dtype).contiguous(memory_format=fmt)
+        one[:, -1, -1, -1] = -1.0  # one non-zero element per row, the last in logical order
+        assert host_checks.rows_nonzero_finite(one) is True
+
+
+def test_rows_nonzero_finite_is_not_asked_of_strided_tensors():
+    assert host_checks.rows_nonzero_finite(torch.randn(4, 6)[:, ::2]) is None

@@ -14,6 +14,11 @@ bool all_finite_host(const at::Tensor& t);
 // True when every element of t (a contiguous CPU tensor) equals zero (-0.0 included).
 bool all_zero_host(const at::Tensor& t);
 
+// True when every row t[i] of a dense CPU floating tensor (N, ...) (contiguous, or channels-last
+// 4-D: each row is one block of memory either way) has a non-zero element and every element is
+// finite: a chunk of gradients IDGI can sum by the authors' formula (fastattr.paths.IdgiSum).
+bool rows_nonzero_finite_host(const at::Tensor& t);
+
 // Per row i of a and b ((N, ...) contiguous CPU tensors of one dtype and shape): a[i] == b[i]
 // element-wise (as torch.eq: -0.0 equals 0.0, NaN equals nothing).
 std::vector<bool> rows_equal_host(const at::Tensor& a, const at::Tensor& b);
