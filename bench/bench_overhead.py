@@ -5,6 +5,7 @@ over the model-only floor: in time (interleaved medians) and in a load-insensiti
     python bench/bench_overhead.py --count [--calls 4]   # needs valgrind (slow: about 5 minutes)
     python bench/bench_overhead.py --calls-profile       # Python calls and torch ops per chunk
     python bench/bench_overhead.py --cold-ops            # small ops warm and right after a chunk
+    python bench/bench_overhead.py --phases              # fastattr IG's time inside its walk and outside
     python bench/bench_overhead.py --ops-by-line --steps 64 [--idgi]   # fastattr IG's (IDGI-IG's) torch ops per source line
 
 Time: floor, a hand-written IG loop (the least any library pays: harness.handwritten_ig_fn, checked
@@ -28,6 +29,11 @@ Cold ops (--cold-ops): the median time of a few small torch ops (a sum, an add, 
 cat) in a tight loop and right after one chunk's forward+backward of the floor, one thread: a
 chunk's activations and gradients (several MB) evict what the next op's dispatch needs, so every
 op and Python function after (or before) the model's chunks costs far more than its instructions.
+
+Phases (--phases): fastattr IG's wall time split into its walk over the path (walk_path: the
+chunks' points, forward+backward and sums) and everything outside it (checks, the engine, the
+forward at the input, the map's last steps), interleaved with the floor and the hand-written loop:
+where the overhead per call is.
 
 Calls profile (--calls-profile): cProfile's count of Python function calls (and of torch ops
 called from Python) in one attribution, after warm-up, and the number of torch ops it dispatches
@@ -233,6 +239,32 @@ def timing(repeats: int, steps: int, threads: int, cpu: bool, quiet: bool = Fals
     return dict(over, floor_ms=med["floor"] * 1e3)
 
 
+def phases(repeats: int, steps: int, threads: int) -> None:
+    import fastattr.methods.integrated_gradients as ig
+
+    torch.set_num_threads(threads)
+    cands = candidates(steps)
+    walk_s: list[float] = []
+    inner = ig.walk_path
+
+    def timed_walk(*a, **k):
+        t0 = time.perf_counter()
+        inner(*a, **k)
+        walk_s.append(time.perf_counter() - t0)
+
+    ig.walk_path = timed_walk
+    try:
+        t = interleaved({k: cands[k] for k in ("floor", "hand-written IG", "fastattr IG")}, repeats=repeats, warmup=2)
+    finally:
+        ig.walk_path = inner
+    med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+    walk = statistics.median(walk_s[-repeats:]) * 1e3
+    print(f"ms per call, {threads} threads, {steps} steps, medians of {repeats} rounds: floor {med['floor']:.3f}, "
+          f"hand-written IG {med['hand-written IG']:.3f}, fastattr IG {med['fastattr IG']:.3f} of which its walk "
+          f"{walk:.3f}\nfastattr IG: walk - floor {walk - med['floor']:+.3f} ms, outside the walk "
+          f"{med['fastattr IG'] - walk:.3f} ms; hand-written IG - floor {med['hand-written IG'] - med['floor']:+.3f} ms")
+
+
 def across_processes(processes: int, args) -> None:
     """The timing in `processes` fresh processes, one after the other: median and range."""
     import json
@@ -263,6 +295,7 @@ def main() -> None:
     ap.add_argument("--cold-ops", action="store_true", help="small ops warm and right after a chunk (1 thread)")
     ap.add_argument("--ops-by-line", action="store_true", help="fastattr IG's dispatched ops per source line")
     ap.add_argument("--idgi", action="store_true", help="--ops-by-line: of fastattr IDGI-IG")
+    ap.add_argument("--phases", action="store_true", help="fastattr IG's time in its walk and outside it")
     ap.add_argument("--processes", type=int, default=1, help="run the timing in K fresh processes: median, range")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -281,6 +314,8 @@ def main() -> None:
         calls_profile(args.steps)
     elif args.ops_by_line:
         ops_by_line(args.steps, "fastattr IDGI-IG" if args.idgi else "fastattr IG")
+    elif args.phases:
+        phases(max(args.repeats, 60), args.steps, args.threads)
     elif args.cold_ops:
         cold_ops(max(args.repeats, 100))
     else:

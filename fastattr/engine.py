@@ -336,7 +336,8 @@ class Engine:
         y, g = self._value_and_grad(xp, tp, rows)
         padded = xp.shape[0] != n
         y = y[:n].detach() if padded else y.detach()
-        self._observe(y, images)
+        if self._check is not None:
+            self._check.observe(y, images)
         return y, g, padded
 
     @torch.no_grad()

@@ -12,14 +12,20 @@ import torch
 try:
     from fastattr import _C
 
-    _HOST = hasattr(_C, "rows_nonzero_finite")  # an older build of the extension lacks some host checks
+    HOST = hasattr(_C, "rows_nonzero_finite")  # True: the loops are here (an older build lacks some)
 except ImportError:  # the pure-torch fallback (fastattr.ops._library warns once)
-    _HOST = False
+    HOST = False
 
 
 def on_host(t: torch.Tensor) -> bool:
     """True when t is checked by a plain loop here (on the CPU, contiguous or 1-D, extension built)."""
-    return _HOST and t.device.type == "cpu" and (t.dim() == 1 or t.is_contiguous())
+    return HOST and t.device.type == "cpu" and (t.dim() == 1 or t.is_contiguous())
+
+
+def host_all_finite(t: torch.Tensor) -> bool:
+    """all_finite(t) for a CPU tensor that is 1-D or contiguous, when HOST (the engine's per-chunk
+    call: one Python frame)."""
+    return _C.all_finite(t)
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -46,7 +52,7 @@ def rows_nonzero_finite(t: torch.Tensor) -> bool | None:
     """For gradients t (B, ...) on the host: True when every row has a non-zero element and every
     element is finite (IDGI's chunk for the authors' formula), else False; None when t is not
     checked here (the caller takes its torch ops)."""
-    if not (_HOST and t.device.type == "cpu" and t.is_floating_point() and t.dim() >= 1):
+    if not (HOST and t.device.type == "cpu" and t.is_floating_point() and t.dim() >= 1):
         return None
     if not (t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
         return None

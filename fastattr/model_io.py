@@ -15,7 +15,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from fastattr.host_checks import all_finite, on_host
+from fastattr import host_checks
+from fastattr.host_checks import all_finite, host_all_finite
 
 # output= strings: f_c = softmax(scores)[c], scores[c], sigmoid(scores)[c]. A callable
 # raw_output -> (N, K) scores is the fourth form (f_c = scores[:, c], nothing applied after it).
@@ -167,6 +168,9 @@ def as_scores(t, n: int, source: str) -> torch.Tensor:
 def model_scores(raw, n: int, output) -> torch.Tensor:
     """(n, K) scores as the output form sees them (before softmax/sigmoid) from the raw output
     of a model call on n points."""
+    if type(raw) is torch.Tensor and isinstance(output, str) and raw.dim() == 2 and raw.shape[0] == n \
+            and raw.shape[1] > 0 and raw.is_floating_point():
+        return raw  # the usual (n, K) logits: what as_scores(unwrap(raw)) returns, two calls fewer per chunk
     if callable(output) and not isinstance(output, str):
         return as_scores(output(raw), n, "the output callable")
     return as_scores(unwrap(raw), n, "the model")
@@ -204,10 +208,11 @@ class FiniteCheck:
     def __init__(self, n: int | None, device):
         self.n, self.device = n, device
         self.bad: torch.Tensor | None = None  # (N + 1,) in the scores' dtype; slot N: not attributed
+        self.host = host_checks.HOST and torch.device(device).type == "cpu"  # scores (B,) checked on the host
 
     def observe(self, y: torch.Tensor, images: torch.Tensor | None) -> None:
         """Record f_c values y (B,) of points of images `images` (B,) (None: not attributed)."""
-        if on_host(y) and all_finite(y):
+        if self.host and host_all_finite(y):  # y (B,): a column of the chunk's scores
             return
         if self.bad is None:
             with torch.inference_mode(False):  # updated under inference_mode(False) in the engine
