@@ -108,6 +108,33 @@ def walk_path(ctx: MethodContext, steps: int, point: PointFn, consume: ConsumeFn
             consume(i, k, y, g)
 
 
+def acc_dense(g: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """g (B, ...) laid out so that path_accumulate_ reads its rows in the accumulator's element
+    order (it reads a channels-last 4-D tensor in memory order): nhwc, (H, W, C) order, else the
+    logical order. As it comes in the usual case (the engine's gradients have the points' layout)."""
+    if not nhwc:
+        return g if g.is_contiguous() else g.contiguous()
+    return g if g.is_contiguous(memory_format=torch.channels_last) else g.contiguous(memory_format=torch.channels_last)
+
+
+def acc_rows(g: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """g (B, ...) as rows (B, D) in the accumulator's element order (acc_dense): a view when g
+    comes in that layout (a permuting copy per chunk was the IDGI sum's largest cost on the tiny
+    model of bench/bench_overhead.py)."""
+    if nhwc:
+        return acc_dense(g, True).permute(0, 2, 3, 1).reshape(g.shape[0], -1)
+    return g.reshape(g.shape[0], -1)
+
+
+def acc_maps(acc: torch.Tensor, like: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """The accumulator rows (N, D) as maps like `like` (its shape; channels-last strides when
+    accumulated in (H, W, C) order)."""
+    if nhwc:
+        n, c, h, w = like.shape
+        return acc.view(n, h, w, c).permute(0, 3, 1, 2)
+    return acc.view_as(like)
+
+
 class RiemannSum:
     """acc[i] += w[k] * g  for every evaluated point (i, k). w (steps,) per-step weights; acc in
     like's dtype (float32, float64 for a float64 model). channels_last: the gradients of 4-D points
@@ -131,7 +158,7 @@ class RiemannSum:
     def __call__(self, i, k, y, g) -> None:
         b = g.shape[0]
         w = self.weights[k] if self.columns is None else next(self.columns)
-        path_accumulate_(self.acc, self._in_acc_order(g), w, i, False)
+        path_accumulate_(self.acc, acc_dense(g, self.nhwc), w, i, False)
         # f_c at step 0 of each image: which positions hold one follows from the chunk's place in
         # walk_path's order (point p is image p // steps, step p % steps), so no op runs for chunks
         # without one (a where + index_put per chunk cost microseconds on the tiny model)
@@ -141,20 +168,9 @@ class RiemannSum:
             img = (start + first_at) // self.steps
             self.start_scores[img:img + len(range(first_at, b, self.steps))] = y[first_at::self.steps]
 
-    def _in_acc_order(self, g: torch.Tensor) -> torch.Tensor:
-        """g (B, ...) laid out so that path_accumulate_ reads its rows in acc's element order (it
-        reads a channels-last 4-D tensor in memory order): as it comes in the usual case."""
-        if not self.nhwc:
-            return g if g.is_contiguous() else g.contiguous()
-        return g if g.is_contiguous(memory_format=torch.channels_last) else g.contiguous(
-            memory_format=torch.channels_last)
-
     def result(self, like: torch.Tensor) -> torch.Tensor:
         """The sums like `like` (its shape; channels-last strides when accumulated so)."""
-        if self.nhwc:
-            n, c, h, w = like.shape
-            return self.acc.view(n, h, w, c).permute(0, 3, 1, 2)
-        return self.acc.view_as(like)
+        return acc_maps(self.acc, like, self.nhwc)
 
 
 class IdgiSum:
@@ -181,11 +197,15 @@ class IdgiSum:
     (m scalars). Which chunk starts or ends mid-image is known from its position.
     The general rule is device arithmetic on (B,) vectors with no host sync (about 40 small ops
     per chunk); on the CPU, where reading a flag costs no queue drain, a chunk whose gradients are
-    all non-zero takes the authors' formula directly (about 15 ops, as before this rule)."""
+    all non-zero and finite (one host loop: fastattr.host_checks.rows_nonzero_finite) takes the
+    authors' formula directly (about 8 ops)."""
 
-    def __init__(self, like: torch.Tensor, steps: int, end_scores: torch.Tensor):
+    def __init__(self, like: torch.Tensor, steps: int, end_scores: torch.Tensor, channels_last: bool = False):
         n, dt, dev = like.shape[0], like.dtype, like.device
         self.steps = steps
+        # channels_last: 4-D gradients come channels-last and acc holds each map in (H, W, C)
+        # order (acc_rows: no copy per chunk); each step's sum of squares then runs in that order
+        self.nhwc = channels_last and like.dim() == 4
         self.acc = torch.zeros(n, math.prod(like.shape[1:]), dtype=dt, device=dev)
         self.end_scores = end_scores.to(dt)
         self.start_scores = torch.empty(n, dtype=dt, device=dev)  # y_0 per image
@@ -212,9 +232,9 @@ class IdgiSum:
         continues_out = last_k < m - 1  # the last image goes on in the next chunk
         fast = self.fast and (not continues_in or self.held_host_k == first_k - 1)
         if fast and rows_nonzero_finite(g):  # one host loop over the rows (7 torch ops otherwise)
-            self._all_nonzero(i, y, g.reshape(b, -1), start, first_k, continues_in, continues_out)
+            self._all_nonzero(i, y, acc_rows(g, self.nhwc), start, first_k, continues_in, continues_out)
             return
-        g = g.reshape(b, -1)
+        g = acc_rows(g, self.nhwc)
         amax = g.abs().amax(1)  # (B,): > 0 marks a non-zero gradient; NaN/inf propagate
         self.grad_bad.index_add_(0, i, amax * 0)  # 0, or NaN where amax is NaN/inf
         nz = amax > 0
@@ -313,7 +333,7 @@ class IdgiSum:
     def result(self, like: torch.Tensor) -> torch.Tensor:
         assert self.seen == self.acc.shape[0] * self.steps, "IDGI path ended before its last step"
         self.acc.add_(self.grad_bad[:, None])  # + 0, or NaN for an image with a non-finite gradient
-        return self.acc.view_as(like)
+        return acc_maps(self.acc, like, self.nhwc)
 
 
 def from_path_start(consume: ConsumeFn, start_scores: torch.Tensor) -> ConsumeFn:

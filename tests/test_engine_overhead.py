@@ -73,13 +73,31 @@ def test_ig_on_channels_last_model_copies_nothing_per_chunk(n, baseline):
     assert per_chunk.get("aten.mul.Tensor" if baseline is None else "aten.addcmul.default", 0) == 1, per_chunk
 
 
-def test_idgi_on_channels_last_model_copies_once_per_chunk():
-    """IDGI sums squares in NCHW order (its rounding is part of the result): one copy per chunk,
-    as many as the floor's channels-last input copy."""
+def test_idgi_on_channels_last_model_copies_nothing_per_chunk():
+    """IDGI takes channels-last gradients as rows in (H, W, C) order, as the Riemann sum does: no
+    copy per chunk (the floor makes one, its channels-last input), and the map equals the one
+    accumulated in NCHW order up to the order of each step's sum of squares."""
     model, x = tiny(), torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     per_chunk = ops_per_chunk(lambda s, b: fastattr.attribute(model, x, 3, steps=s, batch_size=b, idgi=True))
     floor = ops_per_chunk(lambda s, b: floor_walk(model, x[0], s, b))
-    assert copies(per_chunk) == copies(floor) == 1, (per_chunk, floor)
+    assert copies(per_chunk) == 0 and copies(floor) == 1, (per_chunk, floor)
+    e = fastattr.explain(model, x, 3, steps=24, batch_size=16, idgi=True)
+    assert e.attributions.is_contiguous()
+    assert e.delta.abs().max() < 1e-6 * max(1.0, float((e.scores - e.baseline_scores).abs().max()))
+    # NCHW order: the same channels-last points and gradients, summed through an NCHW IdgiSum
+    import fastattr.methods.integrated_gradients as ig
+    from fastattr.paths import IdgiSum
+
+    class NchwIdgi(IdgiSum):
+        def __init__(self, like, steps, end, channels_last=False):
+            super().__init__(like, steps, end)
+
+    old, ig.IdgiSum = ig.IdgiSum, NchwIdgi
+    try:
+        nchw = fastattr.attribute(model, x, 3, steps=24, batch_size=16, idgi=True)
+    finally:
+        ig.IdgiSum = old
+    assert torch.allclose(e.attributions, nchw, rtol=1e-6, atol=1e-9 * float(nchw.abs().max()))
 
 
 def floor_walk(model, image, steps, batch):

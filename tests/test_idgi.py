@@ -123,7 +123,7 @@ def test_idgi_start_segment_goes_to_the_first_nonzero_step(rule, general, monkey
     first steps have all-zero gradients, the change up to them goes to the first non-zero step."""
     if general:
         init = IdgiSum.__init__
-        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a, **kw: (init(self, *a, **kw), setattr(self, "fast", False))[0])
     x, steps = step_inputs()[:2], 16
     b = torch.full_like(x, 0.099)  # round(5 mean) jumps by 0.2 inside [b, p_0], where g = 0
     alphas = rule_points(rule, steps)[0].tolist()
@@ -251,7 +251,7 @@ def test_zero_gradient_steps_carry_their_output_change(batch_size, general, monk
     the paths, and is complete; a row with no non-zero step gets a zero map and an honest delta."""
     if general:  # the device rule (no host sync) on every chunk, as on a GPU
         init = IdgiSum.__init__
-        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+        monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a, **kw: (init(self, *a, **kw), setattr(self, "fast", False))[0])
     x, steps = step_inputs(), 16
     e = fastattr.explain(StepNet().eval(), x, 0, steps=steps, idgi=True, output="logit", batch_size=batch_size)
     want, lost = oracle_rows(StepNet(), x, steps)
@@ -267,7 +267,7 @@ def test_sync_free_rule_equals_fast_path_when_no_step_is_zero(small_cnn, small_i
     """Both ways of accumulating give bit-identical maps on ordinary paths (every step non-zero)."""
     fast = fastattr.attribute(small_cnn, small_images, TARGETS, steps=9, idgi=True, batch_size=4)
     init = IdgiSum.__init__
-    monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a: (init(self, *a), setattr(self, "fast", False))[0])
+    monkeypatch.setattr(IdgiSum, "__init__", lambda self, *a, **kw: (init(self, *a, **kw), setattr(self, "fast", False))[0])
     general = fastattr.attribute(small_cnn, small_images, TARGETS, steps=9, idgi=True, batch_size=4)
     assert torch.equal(fast, general)
 

@@ -156,13 +156,13 @@ def integrated_gradients(ctx: MethodContext, schedule="uniform", tol=None) -> Me
         # point at a = 1 is the input itself, whose output (ctx.scores) needs no backward.
         if m == 0:
             return MethodResult(torch.zeros_like(x), ctx.scores.clone(), {})
-        acc = IdgiSum(x, m, ctx.scores)
+        acc = IdgiSum(x, m, ctx.scores, channels_last=xm is not x)
         consume = acc
         if a0 > 0.0:  # the segment [b, p_0] goes with the first span: f_c(b), one forward
             images = torch.arange(x.shape[0], device=x.device)
             consume = from_path_start(acc, engine.value(b, ctx.targets, images=images))
         walk_path(ctx, m, straight_point(ctx, xm, bm, column, float64=pair), consume, desc="IDGI-IG")
-        attributions = acc.result(x).clone()
+        attributions = acc.result(x).clone(memory_format=torch.contiguous_format)
     else:
         acc = RiemannSum(x, weights, channels_last=xm is not x, columns=walk_columns(ctx, m, weights))
         walk_path(ctx, m, straight_point(ctx, xm, bm, column, float64=pair), acc, desc="IG")
