@@ -87,7 +87,7 @@ def main() -> None:
     tsteps = 256
     tbatch = default_batch_size(torch.device("cpu"), small.numel())  # the engine's chunk for 32x32
     print(f"\ntiny model: batch={tbatch} for fastattr, the floor and captum; PAIR keeps batch 8")
-    t2 = interleaved(candidates(tiny, small, 3, tsteps, tbatch, False), repeats=args.tiny_repeats)
+    t2 = interleaved(candidates(tiny, small, 3, tsteps, tbatch, False), repeats=args.tiny_repeats, shuffle=True)
     print("\n" + report(t2, title=f"tiny model 32x32, {tsteps} steps (per-step overhead)"))
     m2 = {k: statistics.median(v) for k, v in t2.items()}
     over = {k: (m2[k] - m2["floor"]) / tsteps * 1e6 for k in m2 if not k.startswith("floor")}

@@ -229,7 +229,8 @@ def timing(repeats: int, steps: int, threads: int, cpu: bool, quiet: bool = Fals
     gap = float((ours[0] - hand).abs().max() / hand.abs().max())
     if gap > 1e-4:  # the lower bound must compute the same map, or it bounds nothing
         raise RuntimeError(f"hand-written IG differs from fastattr IG by {gap:.2e} of its max")
-    t = interleaved(cands, repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter)
+    t = interleaved(cands, repeats=repeats, warmup=2, clock=time.thread_time if cpu else time.perf_counter,
+                    shuffle=True)
     how = "1 thread, CPU time of the thread" if cpu else f"{threads} threads, wall time"
     med = {k: statistics.median(v) for k, v in t.items()}
     over = {k: (v - med["floor"]) / steps * 1e6 for k, v in med.items() if k != "floor"}
@@ -254,7 +255,8 @@ def phases(repeats: int, steps: int, threads: int) -> None:
 
     ig.walk_path = timed_walk
     try:
-        t = interleaved({k: cands[k] for k in ("floor", "hand-written IG", "fastattr IG")}, repeats=repeats, warmup=2)
+        t = interleaved({k: cands[k] for k in ("floor", "hand-written IG", "fastattr IG")}, repeats=repeats, warmup=2,
+                        shuffle=True)
     finally:
         ig.walk_path = inner
     med = {k: statistics.median(v) * 1e3 for k, v in t.items()}

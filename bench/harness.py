@@ -94,15 +94,24 @@ def handwritten_ig_fn(model: nn.Module, image: torch.Tensor, steps: int, batch: 
 
 
 def interleaved(cands: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+                clock: Callable[[], float] = time.perf_counter, shuffle: bool = False) -> dict[str, list[float]]:
     """Times (s, by `clock`: wall time by default) of each candidate, run round-robin `repeats`
-    times after `warmup` rounds."""
+    times after `warmup` rounds. shuffle: each round in a new order (seeded): a call's time depends
+    on what ran just before it (on the tiny model, any candidate right after the NCHW floor took
+    5-8 us per step more than after PAIR's batch-8 loop, 2026-12-08), so a fixed order charges one
+    candidate for its neighbour."""
+    import random
+
+    rng = random.Random(0)
     for _ in range(warmup):
         for fn in cands.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in cands}
     for _ in range(repeats):
-        for name, fn in cands.items():
+        order = list(cands.items())
+        if shuffle:
+            rng.shuffle(order)
+        for name, fn in order:
             t0 = clock()
             fn()
             times[name].append(clock() - t0)

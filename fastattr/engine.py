@@ -43,11 +43,8 @@ def default_batch_size(device: torch.device, point_numel: int | None = None) -> 
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter or buffer (CPU for a parameter-free model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    t = model_io.first_tensor(model)
+    return torch.device("cpu") if t is None else t.device
 
 
 def uses_conv2d(model: nn.Module) -> bool:
@@ -211,12 +208,19 @@ class Engine:
         return torch.cat([rows, rows[-1:].expand(n - rows.shape[0])])
 
     # -- session: parameters frozen, eval mode, backward mode installed ----------------------
-    @contextlib.contextmanager
-    def session(self, images: int | None = None) -> Iterator["Engine"]:
+    def session(self, images: int | None = None) -> contextlib.AbstractContextManager["Engine"]:
         """Parameters' requires_grad off (no parameter gradients), the model in eval mode and the
-        backward mode active; all restored on exit, also on error. Re-entrant. The outermost
-        session checks once, on normal exit, that every f_c the model produced was finite
-        (ValueError naming the image; `images`: how many images the points' `images=` index)."""
+        backward mode active; all restored on exit, also on error. Re-entrant: inside a session
+        another is a no-op (a null context: the generator machinery of a nested one was five
+        Python calls, and a walk nests two). The outermost session checks once, on normal exit,
+        that every f_c the model produced was finite (ValueError naming the image; `images`: how
+        many images the points' `images=` index)."""
+        if self._depth > 0:
+            return contextlib.nullcontext(self)
+        return self._session(images)
+
+    @contextlib.contextmanager
+    def _session(self, images: int | None) -> Iterator["Engine"]:
         if self._depth == 0:
             from fastattr.backward import backward_context
 
@@ -326,7 +330,7 @@ class Engine:
         after a chunk's forward and backward have evicted the caches: no op a plain chunk does not
         need.)"""
         n = x.shape[0]
-        xp, tp = self._padded(x, targets, pad_to)
+        xp, tp = self._padded(x, targets, pad_to) if self.pad or pad_to > n else (x, targets)
         if xp.is_inference():  # clone(): an inference tensor becomes one autograd can record
             xp = xp.clone()
         if isinstance(tp, torch.Tensor) and tp.is_inference():
@@ -340,14 +344,13 @@ class Engine:
             self._check.observe(y, images)
         return y, g, padded
 
-    @torch.no_grad()
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Model scores as the output form sees them (before softmax/sigmoid), for any number of
         points, chunked, no graph. x (P, ...) -> (P, K) in x's dtype (float32 or float64). rows
         (P,): the row of the call's inputs each point belongs to (None: point p is row p)."""
         outs = []
         total = x.shape[0]
-        with self.session():
+        with torch.no_grad(), self.session():
             for s, e in self.chunks(total):
                 # a lone point goes with a copy: a batch of 1 rounds differently (value_and_grad)
                 xc, _ = self._padded(x if e - s == total else x[s:e], None, 2 if self.batch_size > 1 else 0)

@@ -17,12 +17,14 @@ PointFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (img idx (B,),
 ConsumeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
+def progress_bar(ctx: MethodContext, total: int, desc: str) -> contextlib.AbstractContextManager:
+    """A tqdm bar on ctx.engine for `total` gradient evaluations when ctx.progress is set (else a
+    null context: no generator per call)."""
+    return _progress_bar(ctx, total, desc) if ctx.progress else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
-def progress_bar(ctx: MethodContext, total: int, desc: str):
-    """A tqdm bar on ctx.engine for `total` gradient evaluations when ctx.progress is set."""
-    if not ctx.progress:
-        yield
-        return
+def _progress_bar(ctx: MethodContext, total: int, desc: str):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="grad", leave=False)
