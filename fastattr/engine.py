@@ -184,8 +184,9 @@ class Engine:
 
     def _padded(self, x: torch.Tensor, targets: torch.Tensor | int | None,
                 pad_to: int = 0) -> tuple[torch.Tensor, torch.Tensor | int | None]:
-        """x (B, ...) and targets (B,) (or None, or one class for all: an int) with their last row repeated up to the chunk size
-        the engine pads to (the batch size when compiled, else pad_to); unchanged when B reaches it."""
+        """x (B, ...) and targets (B,) (or None, or one class for all: an int) with their last row
+        repeated up to the chunk size the engine pads to (the batch size when compiled, else
+        pad_to); unchanged when B reaches it."""
         n = x.shape[0]
         size = self.batch_size if self.pad else pad_to
         if n >= size:
