@@ -17,9 +17,13 @@ except ImportError:  # the pure-torch fallback (fastattr.ops._library warns once
     HOST = False
 
 
+def _cpu(t: torch.Tensor) -> bool:
+    return HOST and t.device.type == "cpu"
+
+
 def on_host(t: torch.Tensor) -> bool:
     """True when t is checked by a plain loop here (on the CPU, contiguous or 1-D, extension built)."""
-    return HOST and t.device.type == "cpu" and (t.dim() == 1 or t.is_contiguous())
+    return _cpu(t) and (t.dim() == 1 or t.is_contiguous())
 
 
 def host_all_finite(t: torch.Tensor) -> bool:
@@ -45,14 +49,14 @@ def zero_on_host(t: torch.Tensor) -> bool:
     """True when t is checked on the host and every element is zero (-0.0 included), e.g. the
     default baseline, whose path points b + a (x - b) are then a x (one op per chunk, no copy of
     b); False otherwise, also for a zero tensor elsewhere (a shortcut, never a device sync)."""
-    return on_host(t) and t.is_contiguous() and _C.all_zero(t)
+    return _cpu(t) and t.is_contiguous() and _C.all_zero(t)
 
 
 def rows_nonzero_finite(t: torch.Tensor) -> bool | None:
     """For gradients t (B, ...) on the host: True when every row has a non-zero element and every
     element is finite (IDGI's chunk for the authors' formula), else False; None when t is not
     checked here (the caller takes its torch ops)."""
-    if not (HOST and t.device.type == "cpu" and t.is_floating_point() and t.dim() >= 1):
+    if not (_cpu(t) and t.is_floating_point() and t.dim() >= 1):
         return None
     if not (t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
         return None
@@ -62,7 +66,6 @@ def rows_nonzero_finite(t: torch.Tensor) -> bool | None:
 def rows_equal(a: torch.Tensor, b: torch.Tensor) -> list[bool]:
     """Per row i of tensors (N, ...) of one shape and dtype: a[i] == b[i] element-wise (as
     torch.eq: -0.0 equals 0.0)."""
-    if on_host(a) and on_host(b) and a.is_contiguous() and b.is_contiguous() and a.shape == b.shape \
-            and a.dtype == b.dtype:
+    if _cpu(a) and _cpu(b) and a.is_contiguous() and b.is_contiguous() and a.shape == b.shape and a.dtype == b.dtype:
         return _C.rows_equal(a, b)
     return (a == b).flatten(1).all(1).tolist()

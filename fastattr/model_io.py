@@ -43,8 +43,7 @@ def first_tensor(model: nn.Module, floating: bool = False) -> torch.Tensor | Non
     model.parameters() / model.buffers() order; None for a module without any. Walks
     model.modules() directly (model.parameters() builds a de-duplicating generator per call: ~50 us
     per call on the tiny model right after a chunk)."""
-    modules = model.modules()
-    for m in modules:
+    for m in model.modules():
         for t in m._parameters.values():
             if t is not None and (not floating or t.is_floating_point()):
                 return t

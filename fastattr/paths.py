@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import torch
 
 from fastattr.host_checks import rows_nonzero_finite
+from fastattr.kernels.path_accumulate import grad_rows
 from fastattr.methods.base import MethodContext
 from fastattr.ops.path_accumulate import path_accumulate_
 
@@ -123,9 +124,7 @@ def acc_rows(g: torch.Tensor, nhwc: bool) -> torch.Tensor:
     """g (B, ...) as rows (B, D) in the accumulator's element order (acc_dense): a view when g
     comes in that layout (a permuting copy per chunk was the IDGI sum's largest cost on the tiny
     model of bench/bench_overhead.py)."""
-    if nhwc:
-        return acc_dense(g, True).permute(0, 2, 3, 1).reshape(g.shape[0], -1)
-    return g.reshape(g.shape[0], -1)
+    return grad_rows(acc_dense(g, nhwc))
 
 
 def acc_maps(acc: torch.Tensor, like: torch.Tensor, nhwc: bool) -> torch.Tensor:

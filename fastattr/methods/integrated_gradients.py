@@ -88,24 +88,15 @@ def _columns(rule, steps, idgi, dtype, device, dim):
         return column, weights.to(device), a0
 
 
-def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-    """Rows i of t (N, ...) in t's memory format: a channels-last t gathers as (N, H, W, C) rows
-    (a plain row copy; index_select would transpose to NCHW, and t[i] is as slow)."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).index_select(0, i).permute(0, 3, 1, 2)
-    return t.index_select(0, i)
-
-
 def straight_point(ctx: MethodContext, x: torch.Tensor, b: torch.Tensor | None, column: torch.Tensor,
                    float64: bool = False):
     """point(i, k) = b_i + a_k (x_i - b_i) in x's dtype (B, ...), in x's and b's memory format
     (Engine.in_model_format), for walk_path(ctx, len(column), point, ...). b None: a zero baseline,
     points a_k x_i (the same values: x - 0 and 0 + y are exact; only a zero's sign may differ, which
-    no sum or ReLU mask sees), one op per chunk and no copy of b. column (m, 1, ...) the
-    a_k (float64 when float64=True), read per chunk in walk order (paths.walk_columns: views for
-    one image). float64=False:
-    captum's arithmetic in the points' dtype (float32, float64 for a float64 model); True: PAIR's
-    numpy arithmetic (float64, rounded once to the points' dtype)."""
+    no sum or ReLU mask sees), one op per chunk and no copy of b. column (m, 1, ...): the a_k
+    (float64 when float64=True), read per chunk in walk order (paths.walk_columns: views for one
+    image). float64=False: captum's arithmetic in the points' dtype (float32, float64 for a
+    float64 model); True: PAIR's numpy arithmetic (float64, rounded once to the points' dtype)."""
     diff = x if b is None else x - b
     m = column.shape[0]
     if float64:
